@@ -1,0 +1,21 @@
+"""The private or version-dependent parts of Django that runserver_plus touches."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.management.base import BaseCommand
+
+
+def system_check_kwargs(command: BaseCommand, options: dict[str, Any]) -> dict[str, Any]:
+    """The keyword arguments Django's ``inner_run`` passes to ``check()``.
+
+    Django >= 5.2 builds them with ``BaseCommand.get_check_kwargs`` (runserver
+    overrides it to skip the check in ``execute()``, so the base class's is the
+    one that selects every check); Django 4.2 has no such hook and checks
+    everything.
+    """
+    base = getattr(BaseCommand, "get_check_kwargs", None)  # Django >= 5.2
+    kwargs: dict[str, Any] = dict(base(command, options)) if base is not None else {}
+    kwargs["display_num_errors"] = True
+    return kwargs

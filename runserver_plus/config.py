@@ -1,0 +1,70 @@
+"""The one frozen options object that crosses every layer below the command."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+# Ports are 16-bit; Django only finds out at bind() time, with a traceback.
+MAX_PORT = 65535
+
+#: Addresses that mean "every interface" in Django's addrport forms.
+WILDCARD_ADDRESSES = frozenset({"0", "0.0.0.0", "::"})
+
+
+@dataclasses.dataclass(frozen=True)
+class ServerConfig:
+    """Everything the runner, the server and the reloader need to know.
+
+    Built once by the command from its parsed options and the settings; the
+    layers below never read ``settings`` or ``options`` themselves.
+    """
+
+    addr: str
+    port: int
+    use_ipv6: bool = False
+    #: The address as the banner shows it (``[::1]``, ``0.0.0.0``, ...).
+    display_addr: str = ""
+    use_threading: bool = True
+    use_reloader: bool = True
+    #: Whether the project runs with DEBUG on (error pages, exposure warning).
+    debug: bool = True
+    #: Printed on stdout when the server stops (``testserver`` sets it).
+    shutdown_message: str = ""
+
+    # Server limits and timeouts.
+    #: How long a keep-alive connection may sit idle between requests.
+    idle_timeout: float = 15.0  # s
+    #: How long one read of a request's head or body may wait for bytes.
+    read_timeout: float = 10.0  # s
+    #: How long in-flight requests may run on after a stop was asked for.
+    drain_timeout: float = 3.0  # s
+    #: Upper bound on connection threads; further connections wait in the backlog.
+    max_threads: int = 256
+    #: Listen backlog: requests queue here while a worker restarts.
+    backlog: int = 1024
+
+    # Reloader options (used by the supervisor).
+    extra_watch_dirs: tuple[str, ...] = ()
+    watch_include: tuple[str, ...] = ()
+    watch_exclude: tuple[str, ...] = ()
+    force_polling: bool = False
+
+    @property
+    def url(self) -> str:
+        """The base URL the banner prints, without the port."""
+        return f"http://{self.display_addr or self.addr}"
+
+    @property
+    def is_wildcard(self) -> bool:
+        """True when bound to every interface, so other machines can connect."""
+        return self.addr in WILDCARD_ADDRESSES
+
+    def replace(self, **changes: Any) -> ServerConfig:
+        """Return a copy with ``changes`` applied."""
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def field_names(cls) -> Mapping[str, dataclasses.Field[Any]]:
+        return {f.name: f for f in dataclasses.fields(cls)}

@@ -1,0 +1,142 @@
+"""The runserver command: Django's own, handing the serving to runserver_plus."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlparse
+
+from django.conf import settings
+from django.contrib.staticfiles.management.commands import runserver as staticfiles
+from django.core.management.base import CommandError, OutputWrapper
+from django.core.management.commands import runserver as core
+from django.db import connections
+
+from runserver_plus import _compat, output, runner
+from runserver_plus.config import MAX_PORT, ServerConfig
+from runserver_plus.server.wsgi import WSGIApp
+from runserver_plus.static import StaticFilesApp
+
+
+class _FlushingOutput(OutputWrapper):
+    """Django's output wrapper, flushed on every write so the banner shows at
+    once in CI logs and ``docker logs`` (Django's is block-buffered there)."""
+
+    def write(self, msg: str = "", style_func: Any = None, ending: str | None = None) -> None:
+        super().write(msg, style_func, ending)
+        self.flush()
+
+
+def _flushing(wrapper: OutputWrapper) -> OutputWrapper:
+    flushing = _FlushingOutput(wrapper._out, wrapper.ending)
+    flushing.style_func = wrapper.style_func
+    return flushing
+
+
+class RunserverPlusMixin:
+    """Overrides the hooks of Django's runserver command; parsing, messages,
+    checks and the banner stay Django's own."""
+
+    options: dict[str, Any]
+
+    def run(self, **options: Any) -> None:
+        command: Any = self
+        command.stdout = _flushing(command.stdout)
+        command.stderr = _flushing(command.stderr)
+        self.options = options
+        runner.run(self.build_config(options), self)  # type: ignore[arg-type]
+
+    def build_config(self, options: dict[str, Any]) -> ServerConfig:
+        """Turn Django's parsed ``addrport`` and the options into our config."""
+        command: Any = self
+        port = int(command.port)
+        if port > MAX_PORT:
+            raise CommandError(
+                f'"{options["addrport"]}" is not a valid port number or '
+                f"address:port pair: the port must be between 0 and {MAX_PORT}."
+            )
+        addr = command.addr
+        if command._raw_ipv6:
+            display = f"[{addr}]"
+        elif addr == "0":
+            display = "0.0.0.0"
+        else:
+            display = addr
+        return ServerConfig(
+            addr=addr,
+            port=port,
+            use_ipv6=command.use_ipv6,
+            display_addr=display,
+            use_threading=options["use_threading"],
+            use_reloader=options["use_reloader"],
+            debug=settings.DEBUG,
+            shutdown_message=options.get("shutdown_message", ""),
+        )
+
+    # --- the runner's Host interface -------------------------------------
+
+    def load_application(self) -> WSGIApp:
+        """What Django's ``inner_run`` does before it binds: the system checks,
+        the migration check, then the handler."""
+        command: Any = self
+        options = self.options
+        if not options["skip_checks"]:
+            command.stdout.write("Performing system checks...\n\n")
+            command.check(**_compat.system_check_kwargs(command, options))
+        command.check_migrations()
+        for connection in connections.all(initialized_only=True):
+            connection.close()
+        handler: WSGIApp = command.get_handler(**options)
+        return handler
+
+    def get_handler(self, *args: Any, **options: Any) -> WSGIApp:
+        handler: WSGIApp = core.Command.get_handler(self, *args, **options)  # type: ignore[arg-type]
+        if not options.get("use_static_handler", False):
+            return handler  # --nostatic, or staticfiles not installed
+        if not (settings.DEBUG or options["insecure_serving"]):
+            return handler
+        from django.contrib.staticfiles.utils import check_settings  # noqa: PLC0415
+
+        check_settings()
+        static_url = urlparse(settings.STATIC_URL)
+        if static_url.netloc:
+            return handler  # a CDN URL: nothing local to serve, as Django
+        return StaticFilesApp(handler, static_url.path)
+
+    def announce(self, port: int) -> None:
+        command: Any = self
+        command.on_bind(port)
+        config: ServerConfig = self.build_config(self.options)
+        if config.is_wildcard:
+            command.stdout.write(output.wildcard_banner(config.use_ipv6, port))
+            command.stdout.write(command.style.WARNING(output.WILDCARD_WARNING))
+
+    def write_out(self, text: str) -> None:
+        command: Any = self
+        command.stdout.write(text)
+
+    def write_err(self, text: str) -> None:
+        command: Any = self
+        command.stderr.write(text)
+
+    def close_thread_resources(self) -> None:
+        connections.close_all()
+
+
+class CoreCommand(RunserverPlusMixin, core.Command):
+    """runserver_plus when ``django.contrib.staticfiles`` is not installed."""
+
+
+class StaticfilesCommand(RunserverPlusMixin, staticfiles.Command):
+    """runserver_plus with staticfiles' ``--nostatic`` and ``--insecure``."""
+
+
+def __getattr__(name: str) -> type:
+    # Django loads ``Command`` after the app registry is ready; choosing the
+    # base then (not at import) keeps the import free of settings access.
+    if name == "Command":
+        from django.apps import apps  # noqa: PLC0415
+
+        if apps.is_installed("django.contrib.staticfiles"):
+            return StaticfilesCommand
+        return CoreCommand
+    raise AttributeError(name)

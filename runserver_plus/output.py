@@ -1,0 +1,205 @@
+"""Console output: request log lines in Django's format, banner extras, colours."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import socket
+import struct
+import sys
+import time
+from collections.abc import Iterable
+from typing import Any
+
+server_logger = logging.getLogger("django.server")
+
+_MONTHS = (
+    "Jan", "Feb", "Mar", "Apr", "May", "Jun",
+    "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+)  # fmt: skip
+
+# Django's runserver sees HTTPS on its plain port as a 4xx from a request line
+# that starts with a TLS handshake record (0x16) of version 3.x.
+TLS_HANDSHAKE_PREFIX = b"\x16\x03"
+TLS_MESSAGE = (
+    "You're accessing the development server over HTTPS, but it only supports HTTP."
+)
+
+
+def enable_windows_colours() -> None:
+    """Let Windows consoles render ANSI colours (a no-op elsewhere)."""
+    if sys.platform == "win32":  # pragma: no cover - not tested on these machines
+        import colorama  # noqa: PLC0415
+
+        colorama.just_fix_windows_console()
+
+
+def server_time(now: float | None = None) -> str:
+    """``dd/Mon/YYYY HH:MM:SS`` in local time with English month names, as Django."""
+    t = time.localtime(now)
+    return (
+        f"{t.tm_mday:02d}/{_MONTHS[t.tm_mon - 1]}/{t.tm_year:04d} "
+        f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}"
+    )
+
+
+def escape(text: str) -> str:
+    """Escape control and non-ASCII characters as Django does since 5.2.3."""
+    return text.encode("unicode_escape").decode("ascii")
+
+
+def _log(
+    level: int, message: str, *args: object, status: int | None, request: Any
+) -> None:
+    extra: dict[str, Any] = {"request": request, "server_time": server_time()}
+    if status is not None:
+        extra["status_code"] = status
+    server_logger.log(level, message, *args, extra=extra)
+
+
+def _level_for(status: int) -> int:
+    if status >= 500:
+        return logging.ERROR
+    if status >= 400:
+        return logging.WARNING
+    return logging.INFO
+
+
+def log_request(
+    request_line: str,
+    status: int,
+    size: int | None,
+    duration: float,
+    request: Any = None,
+) -> None:
+    """Log one access line: Django's ``"<line>" <status> <size>`` plus the time taken.
+
+    ``size`` is the number of body bytes sent, ``None`` for errors the server
+    generated itself (Django prints ``-``). ``duration`` is in seconds.
+    """
+    _log(
+        _level_for(status),
+        '"%s" %s %s %s',
+        escape(request_line),
+        str(status),
+        "-" if size is None else str(size),
+        format_duration(duration),
+        status=status,
+        request=request,
+    )
+
+
+def log_protocol_error(status: int, reason: str, request: Any = None) -> None:
+    """The uncoloured ``code NNN, message ...`` line Django logs before its own errors."""
+    _log(
+        logging.INFO,
+        "code %d, message %s",
+        status,
+        escape(reason),
+        status=None,
+        request=request,
+    )
+
+
+def log_tls_attempt(request: Any = None) -> None:
+    """Tell the developer that a browser spoke HTTPS to the plain-HTTP port."""
+    _log(logging.ERROR, TLS_MESSAGE, status=500, request=request)
+
+
+def log_broken_pipe(peer: object) -> None:
+    """Django's line for a client that went away mid-conversation."""
+    server_logger.info("- Broken pipe from %s", peer)
+
+
+def log_app_exception(request_line: str) -> None:
+    """Log the exception being handled, raised by the application outside Django's
+    own handling (middleware-free WSGI wrappers, streaming generators)."""
+    server_logger.error(
+        "Exception while serving %s",
+        escape(request_line),
+        exc_info=True,
+        extra={"server_time": server_time(), "status_code": 500},
+    )
+
+
+def format_duration(seconds: float) -> str:
+    """A short human duration: ``0.4ms``, ``12ms``, ``1.2s``."""
+    ms = seconds * 1000.0
+    if ms < 10:
+        return f"{ms:.1f}ms"
+    if ms < 1000:
+        return f"{ms:.0f}ms"
+    return f"{seconds:.1f}s"
+
+
+# --- Banner extras -----------------------------------------------------------
+
+_SIOCGIFADDR = 0x8915  # Linux ioctl: the IPv4 address of an interface
+
+
+def _linux_ipv4_addresses() -> Iterable[str]:
+    import fcntl  # noqa: PLC0415 - POSIX only
+
+    try:
+        names = [name for _, name in socket.if_nameindex()]
+    except OSError:  # pragma: no cover - platforms without if_nameindex
+        return
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        for name in names:
+            request = struct.pack("256s", name.encode()[:15])
+            try:
+                answer = fcntl.ioctl(probe.fileno(), _SIOCGIFADDR, request)
+            except OSError:
+                continue  # interface without an IPv4 address
+            yield socket.inet_ntoa(answer[20:24])
+
+
+def _linux_ipv6_addresses() -> Iterable[str]:
+    try:
+        with open("/proc/net/if_inet6", encoding="ascii") as table:
+            for line in table:
+                raw = line.split()[0]
+                yield str(ipaddress.IPv6Address(bytes.fromhex(raw)))
+    except OSError:  # pragma: no cover - no IPv6 or not Linux
+        return
+
+
+def _resolved_addresses(family: socket.AddressFamily) -> Iterable[str]:
+    try:
+        infos = socket.getaddrinfo(socket.gethostname(), None, family)
+    except OSError:
+        return
+    for info in infos:
+        yield str(info[4][0])
+
+
+def reachable_addresses(ipv6: bool) -> list[str]:
+    """Addresses of this machine a wildcard-bound server can be reached at.
+
+    Loopback first, then the others sorted; link-local IPv6 addresses are left
+    out because a browser needs a zone id to use them.
+    """
+    family = socket.AF_INET6 if ipv6 else socket.AF_INET
+    found: set[str] = set(_resolved_addresses(family))
+    if sys.platform.startswith("linux"):
+        found.update(_linux_ipv6_addresses() if ipv6 else _linux_ipv4_addresses())
+    found.add("::1" if ipv6 else "127.0.0.1")
+    addresses = [ipaddress.ip_address(a.split("%")[0]) for a in found]
+    usable = [a for a in addresses if not a.is_link_local]
+    return [str(a) for a in sorted(set(usable), key=lambda a: (not a.is_loopback, a))]
+
+
+def wildcard_banner(ipv6: bool, port: int) -> str:
+    """The extra banner lines for a server bound to every interface."""
+    lines = ["The server listens on every interface; it can be reached at:"]
+    for address in reachable_addresses(ipv6):
+        host = f"[{address}]" if ":" in address else address
+        lines.append(f"  http://{host}:{port}/")
+    return "\n".join(lines)
+
+
+WILDCARD_WARNING = (
+    "WARNING: Other machines on your network can reach this server. With "
+    "DEBUG=True they see tracebacks and settings on error pages; bind to "
+    "127.0.0.1 unless you need this."
+)

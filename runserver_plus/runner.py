@@ -1,0 +1,131 @@
+"""Picks the mode (single process, supervisor, worker) and runs the server in it."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from types import FrameType
+from typing import Protocol
+
+from runserver_plus import output
+from runserver_plus.config import ServerConfig
+from runserver_plus.server import Server, bind_error_message, bind_socket
+from runserver_plus.server.wsgi import WSGIApp
+
+#: Signals that stop the server gracefully.
+STOP_SIGNALS = tuple(
+    getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGBREAK") if hasattr(signal, name)
+)
+
+
+class Host(Protocol):
+    """What the runner needs from the management command."""
+
+    def load_application(self) -> WSGIApp:
+        """Run the checks and build the WSGI handler (may raise)."""
+
+    def announce(self, port: int) -> None:
+        """Print the banner for a server listening on ``port``."""
+
+    def write_out(self, text: str) -> None: ...
+
+    def write_err(self, text: str) -> None: ...
+
+    def close_thread_resources(self) -> None:
+        """Release what a finished connection thread held (database connections)."""
+
+
+class BindFailed(SystemExit):
+    """Exit 1 after printing Django's ``Error: ...`` line for a failed bind."""
+
+
+def run(config: ServerConfig, host: Host) -> None:
+    """Serve until stopped, in the mode the config asks for."""
+    if config.use_reloader:
+        # The watchfiles supervisor replaces this; until then Django's own
+        # reloader restarts a single-process server.
+        from django.utils import autoreload  # noqa: PLC0415
+
+        autoreload.run_with_reloader(run_single, config=config, host=host)
+    else:
+        run_single(config=config, host=host)
+
+
+def run_single(config: ServerConfig, host: Host) -> None:
+    """``--noreload``: checks, bind, banner and serve in this one process."""
+    output.enable_windows_colours()
+    app = host.load_application()
+    sock = bind_or_exit(config, host)
+    host.announce(sock.getsockname()[1])
+    serve(sock, app, config, host)
+
+
+def bind_or_exit(config: ServerConfig, host: Host) -> socket.socket:
+    """Bind the listening socket or exit 1 with Django's message."""
+    try:
+        return bind_socket(
+            config.addr, config.port, ipv6=config.use_ipv6, backlog=config.backlog
+        )
+    except OSError as error:
+        host.write_err(f"Error: {bind_error_message(error)}")
+        raise BindFailed(1) from None
+
+
+def serve(
+    sock: socket.socket,
+    app: WSGIApp,
+    config: ServerConfig,
+    host: Host,
+    *,
+    stop: threading.Event | None = None,
+) -> None:
+    """Serve on ``sock`` until a stop signal (or ``stop``), then drain and return."""
+    stop = stop or threading.Event()
+    server = Server(sock, app, config, on_thread_exit=host.close_thread_resources)
+
+    def accept_loop() -> None:
+        try:
+            server.serve_forever()
+        finally:
+            stop.set()
+
+    with stop_signals(stop):
+        thread = threading.Thread(
+            target=accept_loop, name="runserver_plus-accept", daemon=True
+        )
+        thread.start()
+        try:
+            stop.wait()
+            server.shutdown()
+            thread.join(config.drain_timeout)
+            server.drain(config.drain_timeout)
+        except KeyboardInterrupt:
+            pass  # a second Ctrl-C: leave without waiting for requests
+    if config.shutdown_message:
+        host.write_out(config.shutdown_message)
+
+
+@contextlib.contextmanager
+def stop_signals(stop: threading.Event) -> Iterator[None]:
+    """SIGINT/SIGTERM set ``stop``; a second one interrupts the drain."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signals only reach the main thread; the caller stops us
+        return
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+
+    previous: dict[int, Callable[[int, FrameType | None], object] | int | None] = {}
+    for signum in STOP_SIGNALS:
+        previous[signum] = signal.signal(signum, handler)
+    try:
+        yield
+    finally:
+        for signum, old in previous.items():
+            signal.signal(signum, old if old is not None else signal.SIG_DFL)
+

@@ -1,0 +1,193 @@
+"""The WSGI side of a request: the environ, the file wrapper and response headers."""
+
+from __future__ import annotations
+
+import io
+import sys
+from collections.abc import Callable, Iterable, Iterator
+from types import TracebackType
+from typing import IO, Any, Protocol
+from urllib.parse import unquote_to_bytes
+
+from runserver_plus import __version__
+
+WSGIEnviron = dict[str, Any]
+ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
+StartResponse = Callable[..., Callable[[bytes], object]]
+WSGIApp = Callable[[WSGIEnviron, StartResponse], Iterable[bytes]]
+
+SERVER_SOFTWARE = f"runserver_plus/{__version__}"
+
+# RFC 9110 §7.6.1: these describe one hop and are the server's to set.
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
+
+
+class FileWrapper:
+    """``wsgi.file_wrapper`` that the server can send with ``socket.sendfile``.
+
+    Iterating yields at most ``length`` bytes (``None``: up to the end of the
+    file) from the file's current position; ``close()`` closes the file.
+    """
+
+    def __init__(
+        self, filelike: IO[bytes], blksize: int = 65536, length: int | None = None
+    ) -> None:
+        self.filelike = filelike
+        self.blksize = blksize
+        self.length = length
+        close = getattr(filelike, "close", None)
+        if close is not None:
+            self.close = close
+
+    def close(self) -> None:
+        """Replaced by the file's own ``close`` when it has one."""
+
+    def __iter__(self) -> Iterator[bytes]:
+        remaining = self.length
+        while remaining is None or remaining > 0:
+            size = self.blksize if remaining is None else min(self.blksize, remaining)
+            data = self.filelike.read(size)
+            if not data:
+                return
+            if remaining is not None:
+                remaining -= len(data)
+            yield data
+
+    def sendfile_span(self) -> tuple[int, int | None] | None:
+        """``(offset, count)`` when the file can go out through ``sendfile``."""
+        try:
+            self.filelike.fileno()
+            offset = self.filelike.tell()
+        except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+            return None
+        return offset, self.length
+
+
+class Request(Protocol):
+    """What ``build_environ`` needs to know about one parsed request."""
+
+    method: bytes
+    target: bytes
+    http_version: bytes
+    headers: Iterable[tuple[bytes, bytes]]
+
+
+def split_target(target: bytes) -> tuple[bytes, bytes]:
+    """Path and query of a request target, absolute-form included."""
+    path, _, query = target.partition(b"?")
+    if not path.startswith(b"/") and b"://" in path:
+        # absolute-form (RFC 9112 §3.2.2): http://host[:port]/path
+        after_scheme = path.split(b"://", 1)[1]
+        slash = after_scheme.find(b"/")
+        path = after_scheme[slash:] if slash >= 0 else b"/"
+    if path.startswith(b"//"):
+        # As Django's server (CPython gh-87389): never a scheme-relative path.
+        path = b"/" + path.lstrip(b"/")
+    return path, query
+
+
+def base_environ(
+    server_name: str, server_port: int, remote_addr: str, multithread: bool
+) -> WSGIEnviron:
+    """The keys that are the same for every request on one connection."""
+    return {
+        "GATEWAY_INTERFACE": "CGI/1.1",
+        "SCRIPT_NAME": "",
+        "SERVER_NAME": server_name,
+        "SERVER_PORT": str(server_port),
+        "SERVER_SOFTWARE": SERVER_SOFTWARE,
+        "REMOTE_ADDR": remote_addr,
+        "REMOTE_HOST": "",
+        "wsgi.version": (1, 0),
+        "wsgi.url_scheme": "http",
+        "wsgi.errors": sys.stderr,
+        # Django's server says True even with --nothreading; apps and Django's
+        # own code only use it as "other requests may run at the same time".
+        "wsgi.multithread": multithread,
+        "wsgi.multiprocess": False,
+        "wsgi.run_once": False,
+        "wsgi.file_wrapper": FileWrapper,
+        "wsgi.input_terminated": True,
+    }
+
+
+def build_environ(
+    base: WSGIEnviron, request: Request, body: IO[bytes], content_length: int | None
+) -> WSGIEnviron:
+    """The environ of one request, from the request alone (never ``os.environ``).
+
+    ``content_length`` overrides the header (chunked bodies are decoded first);
+    headers whose names hold an underscore are dropped, as Django's server does,
+    and repeated headers are joined with commas.
+    """
+    path, query = split_target(request.target)
+    environ = base.copy()
+    environ["REQUEST_METHOD"] = request.method.decode("ascii")
+    environ["SERVER_PROTOCOL"] = "HTTP/" + request.http_version.decode("ascii")
+    environ["PATH_INFO"] = unquote_to_bytes(path).decode("latin-1")
+    environ["QUERY_STRING"] = query.decode("latin-1")
+    environ["CONTENT_TYPE"] = "text/plain"
+    environ["CONTENT_LENGTH"] = ""
+    for raw_name, raw_value in request.headers:
+        if b"_" in raw_name:
+            continue
+        name = raw_name.decode("ascii").upper().replace("-", "_")
+        value = raw_value.decode("latin-1")
+        if name in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+            key = name
+        elif name == "TRANSFER_ENCODING":
+            continue  # the body the app sees is already decoded
+        else:
+            key = "HTTP_" + name
+            if key in environ:
+                value = environ[key] + "," + value
+        environ[key] = value
+    if content_length is not None:
+        environ["CONTENT_LENGTH"] = str(content_length)
+    environ["wsgi.input"] = body
+    return environ
+
+
+def response_headers(
+    headers: list[tuple[str, str]], date: bytes, server: bytes = b""
+) -> tuple[list[tuple[bytes, bytes]], bool]:
+    """Encode the app's headers for the wire and drop hop-by-hop ones.
+
+    Returns the headers and whether the app asked for the connection to close
+    (``Connection: close``, the one hop-by-hop header with a meaning we keep).
+    """
+    encoded: list[tuple[bytes, bytes]] = []
+    close = False
+    has_date = has_server = False
+    for name, value in headers:
+        lower = name.lower()
+        if lower in HOP_BY_HOP:
+            if lower == "connection" and "close" in value.lower():
+                close = True
+            continue
+        has_date = has_date or lower == "date"
+        has_server = has_server or lower == "server"
+        encoded.append((name.encode("latin-1"), value.encode("latin-1")))
+    if not has_date:
+        encoded.append((b"Date", date))
+    if not has_server:
+        encoded.append((b"Server", server or SERVER_SOFTWARE.encode("ascii")))
+    return encoded, close
+
+
+def parse_status(status: str) -> tuple[int, bytes]:
+    """``"200 OK"`` -> ``(200, b"OK")``; ``ValueError`` for anything else."""
+    code, _, reason = status.partition(" ")
+    if len(code) != 3 or not code.isdigit():
+        raise ValueError(f"invalid WSGI status {status!r}")
+    return int(code), reason.encode("latin-1")
