@@ -46,6 +46,10 @@ class ServerConfig:
     backlog: int = 1024
 
     # Reloader options (used by the supervisor).
+    #: The project's directory (where manage.py is), always watched.
+    project_dir: str = ""
+    #: Paths never watched: MEDIA_ROOT, STATIC_ROOT, database files.
+    ignored_paths: tuple[str, ...] = ()
     extra_watch_dirs: tuple[str, ...] = ()
     watch_include: tuple[str, ...] = ()
     watch_exclude: tuple[str, ...] = ()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import socket
 import threading
@@ -10,10 +11,17 @@ from collections.abc import Callable, Iterator
 from types import FrameType
 from typing import Protocol
 
+from django.utils import autoreload
+from django.utils.autoreload import DJANGO_AUTORELOAD_ENV
+
 from runserver_plus import output
 from runserver_plus.config import ServerConfig
+from runserver_plus.reloader.control import take_worker_marker
 from runserver_plus.server import Server, bind_error_message, bind_socket
 from runserver_plus.server.wsgi import WSGIApp
+
+#: The supervisor passes the listening socket as an inherited descriptor.
+SUPERVISOR_SUPPORTED = os.name == "posix"
 
 #: Signals that stop the server gracefully.
 STOP_SIGNALS = tuple(
@@ -44,14 +52,26 @@ class BindFailed(SystemExit):
 
 def run(config: ServerConfig, host: Host) -> None:
     """Serve until stopped, in the mode the config asks for."""
-    if config.use_reloader:
-        # The watchfiles supervisor replaces this; until then Django's own
-        # reloader restarts a single-process server.
-        from django.utils import autoreload  # noqa: PLC0415
+    if not config.use_reloader:
+        run_single(config, host)
+        return
+    marker = take_worker_marker()
+    if marker is not None:
+        from runserver_plus.reloader.worker import run_worker  # noqa: PLC0415
 
+        run_worker(config, host, *marker)
+    elif os.environ.get(DJANGO_AUTORELOAD_ENV) == "true" or not SUPERVISOR_SUPPORTED:
+        # Django's own reloader started us (after django.setup() failed at the
+        # first start, Django ran its core runserver as the parent), or the
+        # platform cannot hand a socket to a child: let Django's reloader
+        # restart a single-process server.
         autoreload.run_with_reloader(run_single, config=config, host=host)
     else:
-        run_single(config=config, host=host)
+        from runserver_plus.reloader.supervisor import Supervisor  # noqa: PLC0415
+
+        output.enable_windows_colours()
+        sock = bind_or_exit(config, host)
+        Supervisor(config, sock, host.write_err).run()
 
 
 def run_single(config: ServerConfig, host: Host) -> None:
@@ -81,8 +101,13 @@ def serve(
     host: Host,
     *,
     stop: threading.Event | None = None,
+    drain_timeout: Callable[[], float] | None = None,
 ) -> None:
-    """Serve on ``sock`` until a stop signal (or ``stop``), then drain and return."""
+    """Serve on ``sock`` until a stop signal (or ``stop``), then drain and return.
+
+    ``drain_timeout`` chooses the drain bound when the stop comes (default:
+    the config's).
+    """
     stop = stop or threading.Event()
     server = Server(sock, app, config, on_thread_exit=host.close_thread_resources)
 
@@ -99,9 +124,10 @@ def serve(
         thread.start()
         try:
             stop.wait()
+            timeout = drain_timeout() if drain_timeout else config.drain_timeout
             server.shutdown()
-            thread.join(config.drain_timeout)
-            server.drain(config.drain_timeout)
+            thread.join(timeout)
+            server.drain(timeout)
         except KeyboardInterrupt:
             pass  # a second Ctrl-C: leave without waiting for requests
     if config.shutdown_message:

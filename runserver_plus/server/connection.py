@@ -349,9 +349,14 @@ class Connection:
                 body.close()
         if not response.completed:
             return False  # the response could not be finished: close to show it
-        output.log_request(
-            request_line, response.status, response.sent, time.perf_counter() - started, self.sock
-        )
+        if not environ.get("runserver_plus.quiet"):
+            output.log_request(
+                request_line,
+                response.status,
+                response.sent,
+                time.perf_counter() - started,
+                self.sock,
+            )
         if conn.our_state is not h11.DONE:
             return False
         try:

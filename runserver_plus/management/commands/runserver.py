@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from typing import Any
 from urllib.parse import urlparse
 
 from django.conf import settings
 from django.contrib.staticfiles.management.commands import runserver as staticfiles
-from django.core.management.base import CommandError, OutputWrapper
+from django.core.management.base import CommandError, CommandParser, OutputWrapper
 from django.core.management.commands import runserver as core
 from django.db import connections
 
@@ -37,6 +39,38 @@ class RunserverPlusMixin:
     checks and the banner stay Django's own."""
 
     options: dict[str, Any]
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        super().add_arguments(parser)  # type: ignore[misc]
+        group = parser.add_argument_group("runserver_plus reloader")
+        group.add_argument(
+            "--watch-dir",
+            action="append",
+            default=[],
+            dest="watch_dirs",
+            metavar="DIR",
+            help="Also watch DIR (repeatable); a .py change there restarts.",
+        )
+        group.add_argument(
+            "--watch-include",
+            action="append",
+            default=[],
+            metavar="GLOB",
+            help="Also restart when a file matching GLOB changes, e.g. '*.env' "
+            "or 'config/**/*.toml' (repeatable).",
+        )
+        group.add_argument(
+            "--watch-exclude",
+            action="append",
+            default=[],
+            metavar="GLOB",
+            help="Never react to files matching GLOB (repeatable).",
+        )
+        group.add_argument(
+            "--watch-poll",
+            action="store_true",
+            help="Poll for changes instead of OS events (network and container mounts).",
+        )
 
     def run(self, **options: Any) -> None:
         command: Any = self
@@ -70,6 +104,17 @@ class RunserverPlusMixin:
             use_reloader=options["use_reloader"],
             debug=settings.DEBUG,
             shutdown_message=options.get("shutdown_message", ""),
+            project_dir=_project_dir(),
+            ignored_paths=_ignored_paths(),
+            extra_watch_dirs=tuple(
+                os.path.abspath(d)
+                for d in (*_setting("WATCH_DIRS"), *options.get("watch_dirs", ()))
+            ),
+            watch_include=(*_setting("WATCH_INCLUDE"), *options.get("watch_include", ())),
+            watch_exclude=(*_setting("WATCH_EXCLUDE"), *options.get("watch_exclude", ())),
+            force_polling=bool(
+                options.get("watch_poll") or getattr(settings, "RUNSERVER_PLUS_WATCH_POLL", False)
+            ),
         )
 
     # --- the runner's Host interface -------------------------------------
@@ -120,6 +165,28 @@ class RunserverPlusMixin:
 
     def close_thread_resources(self) -> None:
         connections.close_all()
+
+
+def _setting(name: str) -> tuple[str, ...]:
+    """A list setting ``RUNSERVER_PLUS_<name>`` (empty when unset)."""
+    return tuple(str(v) for v in getattr(settings, f"RUNSERVER_PLUS_{name}", ()))
+
+
+def _project_dir() -> str:
+    """The directory of ``manage.py`` (or the working directory for ``-m django``)."""
+    script = sys.argv[0] if sys.argv else ""
+    if script.endswith(".py") and os.path.isfile(script):
+        return os.path.dirname(os.path.abspath(script))
+    return os.getcwd()
+
+
+def _ignored_paths() -> tuple[str, ...]:
+    """Paths that change while the server runs without being source code."""
+    paths = [getattr(settings, "MEDIA_ROOT", ""), getattr(settings, "STATIC_ROOT", "")]
+    for database in getattr(settings, "DATABASES", {}).values():
+        if "sqlite" in str(database.get("ENGINE", "")):
+            paths.append(str(database.get("NAME") or ""))
+    return tuple(os.path.abspath(str(p)) for p in paths if p and str(p) != ":memory:")
 
 
 class CoreCommand(RunserverPlusMixin, core.Command):

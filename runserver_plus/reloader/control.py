@@ -1,0 +1,72 @@
+"""The control channel between the supervisor and a worker: JSON lines on a socket pair."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+#: Environment variable carrying ``<listening fd>:<control fd>`` to a worker.
+WORKER_ENV = "RUNSERVER_PLUS_WORKER"
+
+Message = dict[str, Any]
+
+
+class Channel:
+    """Send and receive JSON messages, one per line; thread-safe sending."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self._send_lock = threading.Lock()
+        self._reader = sock.makefile("rb")
+
+    def send(self, message: Message) -> bool:
+        """Send one message; False when the other side is gone."""
+        data = json.dumps(message, separators=(",", ":")).encode() + b"\n"
+        with self._send_lock:
+            try:
+                self.sock.sendall(data)
+            except OSError:
+                return False
+        return True
+
+    def __iter__(self) -> Iterator[Message]:
+        """Messages until the other side closes (or sends garbage)."""
+        while True:
+            try:
+                line = self._reader.readline()
+            except OSError:
+                return
+            if not line:
+                return
+            try:
+                message = json.loads(line)
+            except ValueError:
+                return
+            if isinstance(message, dict):
+                yield message
+
+    def close(self) -> None:
+        self._reader.close()
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass  # the other side is already gone
+        self.sock.close()
+
+
+def worker_marker(listen_fd: int, control_fd: int) -> str:
+    return f"{listen_fd}:{control_fd}"
+
+
+def take_worker_marker() -> tuple[int, int] | None:
+    """The descriptors a supervisor passed us, removed from the environment so
+    that processes the project starts do not take themselves for workers."""
+    value = os.environ.pop(WORKER_ENV, None)
+    if not value:
+        return None
+    listen_fd, _, control_fd = value.partition(":")
+    return int(listen_fd), int(control_fd)

@@ -1,0 +1,378 @@
+"""The supervisor: owns the socket and the watcher, starts and stops workers."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import queue
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from django.utils import autoreload
+
+from runserver_plus.config import ServerConfig
+from runserver_plus.reloader.control import WORKER_ENV, Channel, Message, worker_marker
+from runserver_plus.reloader.errorpage import ErrorPage
+from runserver_plus.reloader.watcher import Action, Changes, Watcher, WatchRules
+from runserver_plus.server import Server
+
+logger = logging.getLogger("django.utils.autoreload")
+
+#: Time a stopped worker gets beyond the drain bound before it is killed.
+KILL_GRACE = 1.0  # s
+#: The tail of a worker's stderr kept for the error page.
+STDERR_TAIL = 64 * 1024  # bytes
+#: What Django's reloader thread prints when ``django.setup()`` failed and
+#: Django's core runserver runs in the worker instead of ours.
+_DJANGO_THREAD_FAILURE = b"Exception in thread django-main-thread"
+
+Event = tuple[Any, ...]
+
+
+def _started_unbuffered() -> bool:
+    """Whether the interpreter got ``-u`` (alone or in a cluster like ``-uB``)."""
+    for arg in getattr(sys, "orig_argv", ())[1:]:
+        if not arg.startswith("-") or arg.startswith("--"):
+            return False  # the script or module: interpreter options are over
+        if arg[1:].isalpha() and "u" in arg[1:]:
+            return True
+    return False
+
+
+class WorkerProcess:
+    """One worker: the same command line again, on the inherited socket."""
+
+    def __init__(
+        self, listen: socket.socket, events: queue.Queue[Event], generation: int
+    ) -> None:
+        self.generation = generation
+        self.state = "starting"
+        self._events = events
+        ours, theirs = socket.socketpair()
+        self.channel = Channel(ours)
+        env = {
+            **os.environ,
+            autoreload.DJANGO_AUTORELOAD_ENV: "true",
+            WORKER_ENV: worker_marker(listen.fileno(), theirs.fileno()),
+        }
+        if _started_unbuffered():
+            env.setdefault("PYTHONUNBUFFERED", "1")  # -u is not in the child's args
+        self._stderr_tail = bytearray()
+        try:
+            self.process = subprocess.Popen(
+                autoreload.get_child_arguments(),
+                env=env,
+                pass_fds=(listen.fileno(), theirs.fileno()),
+                stderr=subprocess.PIPE,
+            )
+        finally:
+            theirs.close()
+        self.started = time.monotonic()
+        for target, name in (
+            (self._read_messages, "messages"),
+            (self._tee_stderr, "stderr"),
+            (self._wait, "wait"),
+        ):
+            threading.Thread(
+                target=target, name=f"runserver_plus-worker-{name}", daemon=True
+            ).start()
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    @property
+    def stderr_tail(self) -> str:
+        return self._stderr_tail.decode("utf-8", "replace")
+
+    def _read_messages(self) -> None:
+        for message in self.channel:
+            self._events.put(("message", self, message))
+
+    def _tee_stderr(self) -> None:
+        """Pass the worker's stderr through, keeping its tail for the error page."""
+        stream = self.process.stderr
+        assert stream is not None
+        out = getattr(sys.stderr, "buffer", None)
+        while chunk := os.read(stream.fileno(), 65536):
+            if out is not None:
+                out.write(chunk)
+                out.flush()
+            else:
+                sys.stderr.write(chunk.decode("utf-8", "replace"))
+            self._stderr_tail += chunk
+            del self._stderr_tail[:-STDERR_TAIL]
+            if self.state == "starting" and _DJANGO_THREAD_FAILURE in self._stderr_tail:
+                self._events.put(("fallback_failed", self))
+        stream.close()
+
+    def _wait(self) -> None:
+        code = self.process.wait()
+        self._events.put(("exit", self, code))
+
+    def send(self, message: Message) -> None:
+        self.channel.send(message)
+
+    def stop(self, drain_timeout: float) -> None:
+        """Ask for a drained stop; kill if it takes longer than the bound."""
+        if self.state == "stopping":
+            return
+        self.state = "stopping"
+        if not self.channel.send({"command": "stop"}):
+            self.process.terminate()
+        timer = threading.Timer(drain_timeout + KILL_GRACE, self.kill)
+        timer.daemon = True
+        timer.start()
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+
+    def close(self) -> None:
+        self.channel.close()
+
+
+class Supervisor:
+    """The default mode: never serves the project itself; keeps the socket,
+    restarts workers on changes and shows an error page while they fail."""
+
+    def __init__(
+        self,
+        config: ServerConfig,
+        listen: socket.socket,
+        write_err: Callable[[str], None],
+    ) -> None:
+        self.config = config
+        self.listen = listen
+        self.write_err = write_err
+        self.events: queue.Queue[Event] = queue.Queue()
+        self.worker: WorkerProcess | None = None
+        self.retired: set[WorkerProcess] = set()
+        self.generation = 0
+        self.pending: list[str] = []  # changes seen while a worker starts
+        self.offers: dict[int, list[str]] = {}
+        self._offer_ids = itertools.count(1)
+        self.error_page: ErrorPage | None = None
+        self.error_server: Server | None = None
+        self.stopping = False
+        self.roots = {Path(d) for d in (config.project_dir, *config.extra_watch_dirs) if d}
+        self.offered: set[tuple[Path, str]] = set()
+        self.rules = self._make_rules()
+        self.watcher = Watcher(
+            lambda changes: self.events.put(("changes", changes)),
+            force_polling=config.force_polling,
+        )
+
+    # --- running --------------------------------------------------------------
+
+    def run(self) -> None:
+        previous = self._install_signals()
+        try:
+            self.watcher.watch(self.rules.directories())
+            self._spawn()
+            while not self._done():
+                self._dispatch(self.events.get())
+        except KeyboardInterrupt:
+            # A second Ctrl-C: do not wait for the drain.
+            if self.worker is not None:
+                self.worker.kill()
+        finally:
+            self._restore_signals(previous)
+            self.watcher.stop()
+            self._stop_error_server()
+            for worker in [self.worker, *self.retired]:
+                if worker is not None:
+                    worker.kill()
+                    worker.close()
+            self.listen.close()
+
+    def _done(self) -> bool:
+        return self.stopping and self.worker is None and not self.retired
+
+    def _dispatch(self, event: Event) -> None:
+        kind = event[0]
+        if kind == "changes":
+            self._changed(event[1])
+        elif kind == "message":
+            self._message(event[1], event[2])
+        elif kind == "exit":
+            self._exited(event[1], event[2])
+        elif kind == "fallback_failed" and event[1] is self.worker:
+            # Django's own runserver took over inside the worker after
+            # django.setup() failed; it has printed the error and waits.
+            worker = event[1]
+            worker.kill()
+        elif kind == "stop":
+            self._stop()
+
+    # --- signals ----------------------------------------------------------------
+
+    def _install_signals(self) -> dict[int, Any]:
+        from runserver_plus.runner import STOP_SIGNALS  # noqa: PLC0415
+
+        def handler(signum: int, frame: FrameType | None) -> None:
+            if self.stopping:
+                raise KeyboardInterrupt
+            self.events.put(("stop",))
+
+        return {signum: signal.signal(signum, handler) for signum in STOP_SIGNALS}
+
+    @staticmethod
+    def _restore_signals(previous: dict[int, Any]) -> None:
+        for signum, old in previous.items():
+            signal.signal(signum, old if old is not None else signal.SIG_DFL)
+
+    def _stop(self) -> None:
+        self.stopping = True
+        self._stop_error_server()
+        if self.worker is not None:
+            self.worker.stop(self.config.drain_timeout)
+
+    # --- workers ------------------------------------------------------------------
+
+    def _spawn(self) -> None:
+        self._stop_error_server()
+        self.generation += 1
+        logger.info("Watching for file changes with %s", "RunserverPlusReloader")
+        self.worker = WorkerProcess(self.listen, self.events, self.generation)
+
+    def _restart(self, reason: str) -> None:
+        logger.info("%s changed, reloading.", reason)
+        if self.worker is not None:
+            self.worker.stop(self.config.drain_timeout)
+            self.retired.add(self.worker)
+            self.worker = None
+        self._spawn()
+
+    def _message(self, worker: WorkerProcess, message: Message) -> None:
+        event = message.get("event")
+        if event == "watch_dir":
+            self.offered.add((Path(message["path"]), str(message["glob"])))
+            self._update_rules()
+        elif event == "modules":
+            self._add_module_roots(message.get("files", []))
+        elif worker is not self.worker:
+            return
+        elif event == "ready":
+            worker.state = "ready"
+            if self.pending:
+                pending, self.pending = self.pending, []
+                self._handle_paths(pending)
+        elif event == "offer_result" and not message.get("claimed"):
+            paths = self.offers.pop(int(message.get("id", 0)), [])
+            if paths:
+                self._restart(paths[0])
+
+    def _exited(self, worker: WorkerProcess, code: int) -> None:
+        worker.close()
+        self.retired.discard(worker)
+        if worker is not self.worker:
+            return
+        self.worker = None
+        if self.stopping:
+            return
+        if code == 3:
+            self._spawn()  # Django's "restart me" (its reloader ran in the worker)
+        elif worker.state == "starting":
+            self._broken(worker.stderr_tail or f"The worker exited with code {code}.")
+        else:
+            self._broken(
+                f"The server process exited unexpectedly (exit code {code}).\n\n"
+                + worker.stderr_tail[-4000:]
+            )
+
+    def _broken(self, text: str) -> None:
+        """Serve the error page until the next change."""
+        self.write_err(
+            "The project failed to start; runserver_plus answers every request "
+            "with the error until a file changes."
+        )
+        self._stop_error_server()
+        self.error_page = ErrorPage(text, self.generation, debug=self.config.debug)
+        self.error_server = Server(self.listen.dup(), self.error_page, self.config)
+        threading.Thread(
+            target=self.error_server.serve_forever,
+            name="runserver_plus-errorpage",
+            daemon=True,
+        ).start()
+
+    def _stop_error_server(self) -> None:
+        if self.error_server is None:
+            return
+        assert self.error_page is not None
+        self.error_page.finish()
+        self.error_server.shutdown()
+        server = self.error_server
+        threading.Thread(
+            target=server.drain, args=(self.config.drain_timeout,), daemon=True
+        ).start()
+        self.error_server = self.error_page = None
+
+    # --- changes --------------------------------------------------------------------
+
+    def _changed(self, changes: Changes) -> None:
+        rescan = False
+        paths: list[str] = []
+        for change, path in sorted(changes, key=lambda c: c[1]):
+            if change.name == "added" and os.path.isdir(path):
+                rescan = True
+            else:
+                paths.append(path)
+        if rescan:
+            self.watcher.watch(self.rules.directories())
+        if self.stopping:
+            return
+        self._handle_paths(paths)
+
+    def _handle_paths(self, paths: list[str]) -> None:
+        restart = [p for p in paths if self.rules.classify(p) is Action.RESTART]
+        offer = [p for p in paths if self.rules.classify(p) is Action.OFFER]
+        if not restart and not offer:
+            return
+        worker = self.worker
+        if worker is None:
+            self._restart((restart or offer)[0])  # broken: any change may fix it
+        elif worker.state == "starting":
+            self.pending.extend(restart or offer)
+        elif restart:
+            self._restart(restart[0])
+        else:
+            offer_id = next(self._offer_ids)
+            self.offers[offer_id] = offer
+            worker.send({"command": "offer", "id": offer_id, "paths": offer})
+
+    # --- rules ----------------------------------------------------------------------
+
+    def _make_rules(self) -> WatchRules:
+        return WatchRules(
+            roots=tuple(sorted(self.roots)),
+            ignored=tuple(Path(p) for p in self.config.ignored_paths),
+            include=self.config.watch_include,
+            exclude=self.config.watch_exclude,
+            offered=tuple(sorted(self.offered)),
+        )
+
+    def _update_rules(self) -> None:
+        rules = self._make_rules()
+        if rules != self.rules:
+            self.rules = rules
+            self.watcher.watch(rules.directories())
+
+    def _add_module_roots(self, files: list[str]) -> None:
+        for file in files:
+            directory = Path(file).parent
+            if any(directory == r or r in directory.parents for r in self.roots):
+                continue
+            if self.rules.is_ignored_dir(directory):
+                continue
+            self.roots.add(directory)
+        self._update_rules()
