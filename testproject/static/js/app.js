@@ -1,0 +1,4 @@
+// Script of the runserver_plus test project.
+document.addEventListener("DOMContentLoaded", () => {
+  document.getElementById("content").dataset.loaded = "yes";
+});

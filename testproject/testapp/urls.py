@@ -1,0 +1,19 @@
+"""URLs of testapp's views."""
+
+from __future__ import annotations
+
+from django.urls import path
+
+from testapp import views
+
+urlpatterns = [
+    path("hello/", views.hello, name="hello"),
+    path("echo/", views.echo, name="echo"),
+    path("slow/", views.slow, name="slow"),
+    path("stream/", views.stream, name="stream"),
+    path("boom/", views.boom, name="boom"),
+    path("large/", views.large, name="large"),
+    path("page/", views.page, name="page"),
+    path("pid/", views.pid, name="pid"),
+    path("upload/", views.upload, name="upload"),
+]

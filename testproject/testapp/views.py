@@ -1,0 +1,148 @@
+"""Plain Django views that the tests and benchmarks request through the server."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+import uuid
+from collections.abc import Iterator
+
+from django.http import (
+    HttpRequest,
+    HttpResponse,
+    HttpResponseBase,
+    JsonResponse,
+    StreamingHttpResponse,
+)
+from django.shortcuts import render
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_POST
+
+#: Changes every time this module is imported, i.e. on every (re)start of the
+#: process serving requests; tests compare it across reloads.
+BOOT_ID = uuid.uuid4().hex
+
+MAX_SLEEP = 10.0  # s
+MAX_CHUNKS = 1000
+DEFAULT_LARGE_SIZE = 1024 * 1024  # bytes
+MAX_LARGE_SIZE = 64 * 1024 * 1024  # bytes
+
+#: The CGI/WSGI environ keys /echo/ reports verbatim under "meta".
+ECHO_META_KEYS = (
+    "REQUEST_METHOD",
+    "SERVER_PROTOCOL",
+    "PATH_INFO",
+    "QUERY_STRING",
+    "SCRIPT_NAME",
+    "CONTENT_TYPE",
+    "CONTENT_LENGTH",
+    "REMOTE_ADDR",
+    "REMOTE_HOST",
+    "SERVER_NAME",
+    "SERVER_PORT",
+    "GATEWAY_INTERFACE",
+    "SERVER_SOFTWARE",
+    "wsgi.url_scheme",
+    "wsgi.multithread",
+    "wsgi.multiprocess",
+    "wsgi.run_once",
+)
+
+
+def _float_param(request: HttpRequest, name: str, default: float) -> float:
+    try:
+        return float(request.GET.get(name, default))
+    except ValueError:
+        return default
+
+
+def _int_param(request: HttpRequest, name: str, default: int) -> int:
+    try:
+        return int(request.GET.get(name, default))
+    except ValueError:
+        return default
+
+
+def hello(request: HttpRequest) -> HttpResponse:
+    return HttpResponse("Hello, world!\n", content_type="text/plain")
+
+
+@csrf_exempt
+def echo(request: HttpRequest) -> JsonResponse:
+    """Describe the request as the application saw it, for any method."""
+    meta = request.META
+    body = request.body
+    return JsonResponse(
+        {
+            "method": request.method,
+            "path": request.path,
+            "path_info": request.path_info,
+            "query_string": meta.get("QUERY_STRING"),
+            "scheme": request.scheme,
+            "is_secure": request.is_secure(),
+            "headers": {k: v for k, v in meta.items() if k.startswith("HTTP_")},
+            "content_type": meta.get("CONTENT_TYPE"),
+            "content_length": meta.get("CONTENT_LENGTH"),
+            "body_length": len(body),
+            "body": body.decode("utf-8", errors="replace"),
+            "sha256": hashlib.sha256(body).hexdigest(),
+            "meta": {k: str(v) for k, v in meta.items() if k in ECHO_META_KEYS},
+            "meta_keys": sorted(meta),
+        }
+    )
+
+
+def slow(request: HttpRequest) -> HttpResponse:
+    seconds = min(max(_float_param(request, "seconds", 1.0), 0.0), MAX_SLEEP)
+    # The view's whole purpose is to be slow: it stands for a long request.
+    time.sleep(seconds)
+    return HttpResponse(f"slept {seconds}\n", content_type="text/plain")
+
+
+def stream(request: HttpRequest) -> StreamingHttpResponse:
+    chunks = min(max(_int_param(request, "chunks", 5), 1), MAX_CHUNKS)
+
+    def lines() -> Iterator[bytes]:
+        for i in range(chunks):
+            yield f"chunk {i}\n".encode()
+
+    return StreamingHttpResponse(lines(), content_type="text/plain")
+
+
+def boom(request: HttpRequest) -> HttpResponseBase:
+    raise RuntimeError("boom from testapp")
+
+
+def large_body(size: int) -> bytes:
+    """Return ``size`` deterministic bytes: 0, 1, ..., 255 repeated."""
+    pattern = bytes(range(256))
+    return (pattern * (size // len(pattern) + 1))[:size]
+
+
+def large(request: HttpRequest) -> HttpResponse:
+    size = min(max(_int_param(request, "size", DEFAULT_LARGE_SIZE), 0), MAX_LARGE_SIZE)
+    return HttpResponse(large_body(size), content_type="application/octet-stream")
+
+
+def page(request: HttpRequest) -> HttpResponse:
+    return render(request, "testapp/page.html", {"title": "runserver_plus test page"})
+
+
+def pid(request: HttpRequest) -> JsonResponse:
+    return JsonResponse(
+        {
+            "pid": os.getpid(),
+            "boot_id": BOOT_ID,
+            "run_main": os.environ.get("RUN_MAIN"),
+        }
+    )
+
+
+@csrf_exempt
+@require_POST
+def upload(request: HttpRequest) -> JsonResponse:
+    body = request.body
+    return JsonResponse(
+        {"length": len(body), "sha256": hashlib.sha256(body).hexdigest()}
+    )

@@ -1,0 +1,1 @@
+"""The runserver_plus test project's configuration package."""

@@ -1,0 +1,11 @@
+"""The test project's root URLconf."""
+
+from __future__ import annotations
+
+from django.contrib import admin
+from django.urls import include, path
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("", include("testapp.urls")),
+]

@@ -1,0 +1,245 @@
+"""The server in-process on 127.0.0.1:0, and a raw HTTP/1.1 client for the tests."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import queue
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from runserver_plus.config import ServerConfig
+from runserver_plus.server import Server, bind_socket
+from runserver_plus.server.wsgi import WSGIApp
+from tests.helpers import wait_until
+
+TIMEOUT = 10.0  # s, for every socket operation of a test client
+
+
+@dataclasses.dataclass
+class LiveServer:
+    server: Server
+    thread: threading.Thread
+
+    @property
+    def port(self) -> int:
+        return self.server.port
+
+    def connect(self, timeout: float = TIMEOUT) -> RawClient:
+        return RawClient(socket.create_connection(("127.0.0.1", self.port), timeout))
+
+
+@contextlib.contextmanager
+def serve_app(app: WSGIApp, **config: Any) -> Iterator[LiveServer]:
+    """Run ``app`` on a real socket in a thread; stop and drain on exit."""
+    settings = ServerConfig(addr="127.0.0.1", port=0, **config)
+    sock = bind_socket("127.0.0.1", 0, ipv6=False, backlog=settings.backlog)
+    server = Server(sock, app, settings)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield LiveServer(server, thread)
+    finally:
+        server.shutdown()
+        thread.join(TIMEOUT)
+        assert not thread.is_alive(), "the accept loop did not stop"
+        assert server.drain(TIMEOUT), "connections were still busy after the drain"
+
+
+@dataclasses.dataclass
+class Response:
+    status: int
+    reason: str
+    headers: list[tuple[str, str]]
+    body: bytes
+    raw_head: bytes
+
+    def header(self, name: str) -> str | None:
+        values = [v for n, v in self.headers if n.lower() == name.lower()]
+        return ",".join(values) if values else None
+
+
+class RawClient:
+    """Sends exact bytes and parses responses by hand, to see what goes on the wire."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.buffer = b""
+
+    def __enter__(self) -> RawClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def _fill(self) -> bool:
+        data = self.sock.recv(65536)
+        self.buffer += data
+        return bool(data)
+
+    def _read_until(self, marker: bytes) -> bytes:
+        while marker not in self.buffer:
+            if not self._fill():
+                raise ConnectionError(f"closed before {marker!r}; got {self.buffer!r}")
+        head, self.buffer = self.buffer.split(marker, 1)
+        return head
+
+    def _read_exact(self, size: int) -> bytes:
+        while len(self.buffer) < size:
+            if not self._fill():
+                got = len(self.buffer)
+                raise ConnectionError(f"closed after {got} of {size} bytes")
+        data, self.buffer = self.buffer[:size], self.buffer[size:]
+        return data
+
+    def read_response(self, *, head_request: bool = False) -> Response:
+        raw_head = self._read_until(b"\r\n\r\n")
+        status_line, *lines = raw_head.decode("latin-1").split("\r\n")
+        version, code, reason = [*status_line.split(" ", 2), ""][:3]
+        assert version == "HTTP/1.1", status_line
+        headers = [tuple(line.split(": ", 1)) for line in lines]
+        response = Response(int(code), reason, headers, b"", raw_head)  # type: ignore[arg-type]
+        if head_request or response.status in (204, 304) or response.status < 200:
+            return response
+        if (response.header("Transfer-Encoding") or "").lower() == "chunked":
+            response.body = self._read_chunked()
+        elif (length := response.header("Content-Length")) is not None:
+            response.body = self._read_exact(int(length))
+        else:
+            while self._fill():
+                pass
+            response.body, self.buffer = self.buffer, b""
+        return response
+
+    def _read_chunked(self) -> bytes:
+        body = b""
+        while True:
+            size = int(self._read_until(b"\r\n").split(b";")[0], 16)
+            if size == 0:
+                self._read_until(b"\r\n")
+                return body
+            body += self._read_exact(size)
+            assert self._read_exact(2) == b"\r\n"
+
+    def read_until_closed(self) -> bytes:
+        """Every byte up to the server's close (EOF), raw; buffered bytes first."""
+        while self._fill():
+            pass
+        data, self.buffer = self.buffer, b""
+        return data
+
+    def is_closed(self, timeout: float = TIMEOUT) -> bool:
+        """True when the server closed the connection (EOF) within ``timeout``."""
+        self.sock.settimeout(timeout)
+        try:
+            data = self.sock.recv(1)
+        except ConnectionResetError:
+            return True
+        except TimeoutError:
+            return False
+        finally:
+            self.sock.settimeout(TIMEOUT)
+        if data:
+            self.buffer += data
+            return False
+        return True
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        headers: dict[str, str] | None = None,
+        body: bytes = b"",
+    ) -> Response:
+        lines = [f"{method} {path} HTTP/1.1", "Host: testserver"]
+        lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
+        if body:
+            lines.append(f"Content-Length: {len(body)}")
+        self.send(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body)
+        return self.read_response(head_request=method == "HEAD")
+
+
+class Gate:
+    """A point where application threads stop until the test opens it.
+
+    Used as a context manager it opens on exit, so a failing test never leaves
+    a request blocked for the drain to wait on.
+    """
+
+    def __init__(self) -> None:
+        self.entered: queue.Queue[str] = queue.Queue()
+        self.released = threading.Event()
+
+    def __enter__(self) -> Gate:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.open()
+
+    def wait_here(self, name: str = "") -> bool:
+        """Called by the app: announce arrival, then block until opened."""
+        self.entered.put(name)
+        return self.released.wait(TIMEOUT)
+
+    def wait_entered(self, count: int = 1, timeout: float = TIMEOUT) -> list[str]:
+        """Names of the next ``count`` arrivals; ``queue.Empty`` past the deadline."""
+        return [self.entered.get(timeout=timeout) for _ in range(count)]
+
+    def open(self) -> None:
+        self.released.set()
+
+
+class LogRecorder(logging.Handler):
+    """Keeps the records one logger emits, for assertions from the test thread."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+    def messages(self) -> list[str]:
+        return [record.getMessage() for record in list(self.records)]
+
+    def wait_for(
+        self, predicate: Callable[[logging.LogRecord], bool], timeout: float = TIMEOUT
+    ) -> logging.LogRecord:
+        """The first record matching ``predicate``, waiting up to ``timeout``."""
+        try:
+            return wait_until(
+                lambda: next((r for r in list(self.records) if predicate(r)), None),
+                timeout,
+                "no matching log record",
+            )
+        except AssertionError as error:
+            raise AssertionError(f"{error}; records: {self.messages()!r}") from None
+
+    def wait_message(self, text: str, timeout: float = TIMEOUT) -> logging.LogRecord:
+        """The first record whose message contains ``text``."""
+        return self.wait_for(lambda r: text in r.getMessage(), timeout)
+
+
+@contextlib.contextmanager
+def record_server_log() -> Iterator[LogRecorder]:
+    """Attach a recorder to ``django.server``, which Django sets to not propagate."""
+    logger = logging.getLogger("django.server")
+    recorder = LogRecorder()
+    old_level = logger.level
+    if logger.getEffectiveLevel() > logging.INFO:
+        logger.setLevel(logging.INFO)
+    logger.addHandler(recorder)
+    try:
+        yield recorder
+    finally:
+        logger.removeHandler(recorder)
+        logger.setLevel(old_level)
