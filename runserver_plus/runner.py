@@ -77,10 +77,19 @@ def run(config: ServerConfig, host: Host) -> None:
 def run_single(config: ServerConfig, host: Host) -> None:
     """``--noreload``: checks, bind, banner and serve in this one process."""
     output.enable_windows_colours()
-    app = host.load_application()
-    sock = bind_or_exit(config, host)
-    host.announce(sock.getsockname()[1])
-    serve(sock, app, config, host)
+    stop = threading.Event()
+    # Stop signals are handled from the start, so Ctrl-C right after the
+    # banner (or during the checks) still ends quietly with exit code 0.
+    with stop_signals(stop):
+        try:
+            app = host.load_application()
+            if stop.is_set():
+                return
+            sock = bind_or_exit(config, host)
+            host.announce(sock.getsockname()[1])
+            serve(sock, app, config, host, stop=stop)
+        except KeyboardInterrupt:
+            pass  # a second Ctrl-C: leave without waiting for requests
 
 
 def bind_or_exit(config: ServerConfig, host: Host) -> socket.socket:
@@ -100,15 +109,15 @@ def serve(
     config: ServerConfig,
     host: Host,
     *,
-    stop: threading.Event | None = None,
+    stop: threading.Event,
     drain_timeout: Callable[[], float] | None = None,
 ) -> None:
-    """Serve on ``sock`` until a stop signal (or ``stop``), then drain and return.
+    """Serve on ``sock`` until ``stop`` is set, then drain and return.
 
-    ``drain_timeout`` chooses the drain bound when the stop comes (default:
-    the config's).
+    The caller arranges for ``stop`` to be set (``stop_signals``, the
+    supervisor's channel). ``drain_timeout`` chooses the drain bound when the
+    stop comes (default: the config's).
     """
-    stop = stop or threading.Event()
     server = Server(sock, app, config, on_thread_exit=host.close_thread_resources)
 
     def accept_loop() -> None:
@@ -117,21 +126,17 @@ def serve(
         finally:
             stop.set()
 
-    with stop_signals(stop):
-        thread = threading.Thread(
-            target=accept_loop, name="runserver_plus-accept", daemon=True
-        )
-        thread.start()
-        try:
-            stop.wait()
-            timeout = drain_timeout() if drain_timeout else config.drain_timeout
-            server.shutdown()
-            thread.join(timeout)
-            server.drain(timeout)
-        except KeyboardInterrupt:
-            pass  # a second Ctrl-C: leave without waiting for requests
-    if config.shutdown_message:
-        host.write_out(config.shutdown_message)
+    thread = threading.Thread(target=accept_loop, name="runserver_plus-accept", daemon=True)
+    thread.start()
+    try:
+        stop.wait()
+        timeout = drain_timeout() if drain_timeout else config.drain_timeout
+        server.shutdown()
+        thread.join(timeout)
+        server.drain(timeout)
+    finally:
+        if config.shutdown_message:
+            host.write_out(config.shutdown_message)
 
 
 @contextlib.contextmanager

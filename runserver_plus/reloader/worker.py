@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from django.utils import autoreload
 
+from runserver_plus import runner
 from runserver_plus.reloader.control import Channel
 from runserver_plus.server import adopt_socket
 
@@ -65,39 +66,45 @@ def run_worker(
     config: ServerConfig, host: Host, listen_fd: int, control_fd: int
 ) -> None:
     """Start the project, report ready, serve until the supervisor says stop."""
-    # Local import: runner imports this module.
-    from runserver_plus import runner  # noqa: PLC0415
-
     channel = Channel(adopt_socket(control_fd))
+    listen = adopt_socket(listen_fd)
+    reloader = WorkerReloader(channel)
     stop = threading.Event()
     orphaned = threading.Event()
-    reloader = WorkerReloader(channel)
-    listen = adopt_socket(listen_fd)
+    # The channel is obeyed from the start: a stop (or the supervisor's
+    # death) while the project loads must not be missed.
+    threading.Thread(
+        target=_obey,
+        args=(channel, reloader, stop, orphaned),
+        name="runserver_plus-control",
+        daemon=True,
+    ).start()
     try:
-        # An exception django.setup() swallowed for runserver is raised here,
-        # as Django's inner_run does; the supervisor shows it.
-        autoreload.raise_last_exception()
-        app = host.load_application()
-        autoreload.autoreload_started.send(sender=reloader)
-        host.announce(listen.getsockname()[1])
-        reporter = _ModuleReporter(reloader, stop)
-        reporter.report()
-        channel.send({"event": "ready"})
-        for target, name in ((_obey, "control"), (reporter.run, "modules")):
-            args = (channel, reloader, stop, orphaned) if target is _obey else ()
+        with runner.stop_signals(stop):
+            # An exception django.setup() swallowed for runserver is raised
+            # here, as Django's inner_run does; the supervisor shows it.
+            autoreload.raise_last_exception()
+            app = host.load_application()
+            if stop.is_set():
+                return
+            autoreload.autoreload_started.send(sender=reloader)
+            host.announce(listen.getsockname()[1])
+            reporter = _ModuleReporter(reloader, stop)
+            reporter.report()
+            channel.send({"event": "ready"})
             threading.Thread(
-                target=target, args=args, name=f"runserver_plus-{name}", daemon=True
+                target=reporter.run, name="runserver_plus-modules", daemon=True
             ).start()
-        runner.serve(
-            listen,
-            app,
-            config,
-            host,
-            stop=stop,
-            drain_timeout=lambda: ORPHAN_DRAIN if orphaned.is_set() else config.drain_timeout,
-        )
+            runner.serve(
+                listen,
+                app,
+                config,
+                host,
+                stop=stop,
+                drain_timeout=lambda: ORPHAN_DRAIN if orphaned.is_set() else config.drain_timeout,
+            )
     except KeyboardInterrupt:
-        pass  # Ctrl-C while starting: the supervisor is stopping too
+        pass  # a second Ctrl-C: the supervisor is stopping too
     finally:
         stop.set()
         listen.close()

@@ -106,6 +106,7 @@ class RequestBody:
         self._conn = conn
         self._buffer = b""
         self._done = False
+        self.broken = False
 
     def _next_chunk(self) -> bytes:
         while not self._done:
@@ -115,7 +116,12 @@ class RequestBody:
             if isinstance(event, h11.EndOfMessage):
                 self._done = True
             elif event is h11.NEED_DATA:
-                self._conn.receive_data(self._connection.recv_body())
+                try:
+                    self._conn.receive_data(self._connection.recv_body())
+                except ClientGone:
+                    # As a short read, like Django's server: the app sees
+                    # less than announced and the connection is not reused.
+                    self._done = self.broken = True
             else:  # pragma: no cover - h11 yields nothing else for a body
                 raise ClientGone(f"unexpected {event!r}")
         return b""
@@ -157,7 +163,7 @@ class RequestBody:
         self._buffer = b""
         while seen <= limit and (chunk := self._next_chunk()):
             seen += len(chunk)
-        return self._done
+        return self._done and not self.broken
 
 
 def _decode_chunked(body: RequestBody) -> tuple[IO[bytes], int]:

@@ -77,7 +77,11 @@ class RunserverPlusMixin:
         command.stdout = _flushing(command.stdout)
         command.stderr = _flushing(command.stderr)
         self.options = options
-        runner.run(self.build_config(options), self)  # type: ignore[arg-type]
+        self.hand_off(self.build_config(options))
+
+    def hand_off(self, config: ServerConfig) -> None:
+        """Serve with ``config``: the one seam between the command and the rest."""
+        runner.run(config, self)  # type: ignore[arg-type]
 
     def build_config(self, options: dict[str, Any]) -> ServerConfig:
         """Turn Django's parsed ``addrport`` and the options into our config."""
@@ -181,12 +185,24 @@ def _project_dir() -> str:
 
 
 def _ignored_paths() -> tuple[str, ...]:
+    return ignored_paths(
+        getattr(settings, "MEDIA_ROOT", ""),
+        getattr(settings, "STATIC_ROOT", ""),
+        getattr(settings, "DATABASES", {}),
+    )
+
+
+def ignored_paths(
+    media_root: object, static_root: object, databases: dict[str, dict[str, Any]]
+) -> tuple[str, ...]:
     """Paths that change while the server runs without being source code."""
-    paths = [getattr(settings, "MEDIA_ROOT", ""), getattr(settings, "STATIC_ROOT", "")]
-    for database in getattr(settings, "DATABASES", {}).values():
+    paths = [media_root, static_root]
+    for database in databases.values():
         if "sqlite" in str(database.get("ENGINE", "")):
-            paths.append(str(database.get("NAME") or ""))
-    return tuple(os.path.abspath(str(p)) for p in paths if p and str(p) != ":memory:")
+            paths.append(database.get("NAME"))
+    return tuple(
+        os.path.abspath(str(p)) for p in paths if p and str(p) != ":memory:"
+    )
 
 
 class CoreCommand(RunserverPlusMixin, core.Command):
