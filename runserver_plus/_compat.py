@@ -7,7 +7,9 @@ from typing import Any
 from django.core.management.base import BaseCommand
 
 
-def system_check_kwargs(command: BaseCommand, options: dict[str, Any]) -> dict[str, Any]:
+def system_check_kwargs(
+    command: BaseCommand, options: dict[str, Any]
+) -> dict[str, Any]:
     """The keyword arguments Django's ``inner_run`` passes to ``check()``.
 
     Django >= 5.2 builds them with ``BaseCommand.get_check_kwargs`` (runserver

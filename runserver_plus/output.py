@@ -90,7 +90,7 @@ def log_request(
 
 
 def log_protocol_error(status: int, reason: str, request: Any = None) -> None:
-    """The uncoloured ``code NNN, message ...`` line Django logs before its own errors."""
+    """The uncoloured ``code NNN, message ...`` line Django logs for its own errors."""
     _log(
         logging.INFO,
         "code %d, message %s",

@@ -25,7 +25,9 @@ SUPERVISOR_SUPPORTED = os.name == "posix"
 
 #: Signals that stop the server gracefully.
 STOP_SIGNALS = tuple(
-    getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGBREAK") if hasattr(signal, name)
+    getattr(signal, name)
+    for name in ("SIGINT", "SIGTERM", "SIGBREAK")
+    if hasattr(signal, name)
 )
 
 
@@ -126,7 +128,9 @@ def serve(
         finally:
             stop.set()
 
-    thread = threading.Thread(target=accept_loop, name="runserver_plus-accept", daemon=True)
+    thread = threading.Thread(
+        target=accept_loop, name="runserver_plus-accept", daemon=True
+    )
     thread.start()
     try:
         stop.wait()
@@ -159,4 +163,3 @@ def stop_signals(stop: threading.Event) -> Iterator[None]:
     finally:
         for signum, old in previous.items():
             signal.signal(signum, old if old is not None else signal.SIG_DFL)
-

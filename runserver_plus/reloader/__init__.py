@@ -1,1 +1,1 @@
-"""The reloader: a supervisor that owns the socket and watches files, and its workers."""
+"""The reloader: a supervisor owning the socket and the watcher, and its workers."""

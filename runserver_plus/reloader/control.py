@@ -1,7 +1,8 @@
-"""The control channel between the supervisor and a worker: JSON lines on a socket pair."""
+"""The control channel between supervisor and worker: JSON lines on a socket pair."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -51,10 +52,8 @@ class Channel:
 
     def close(self) -> None:
         self._reader.close()
-        try:
+        with contextlib.suppress(OSError):  # the other side may be gone already
             self.sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass  # the other side is already gone
         self.sock.close()
 
 

@@ -62,7 +62,9 @@ class ErrorPage:
         """The code changed: answer pending status polls so pages reload."""
         self._done.set()
 
-    def __call__(self, environ: WSGIEnviron, start_response: StartResponse) -> Iterable[bytes]:
+    def __call__(
+        self, environ: WSGIEnviron, start_response: StartResponse
+    ) -> Iterable[bytes]:
         if environ.get("PATH_INFO") == STATUS_PATH:
             return self._status(environ, start_response)
         body = self.render().encode()
@@ -76,12 +78,16 @@ class ErrorPage:
         )
         return [body]
 
-    def _status(self, environ: WSGIEnviron, start_response: StartResponse) -> Iterable[bytes]:
+    def _status(
+        self, environ: WSGIEnviron, start_response: StartResponse
+    ) -> Iterable[bytes]:
         environ["runserver_plus.quiet"] = True  # polls would flood the log
         query = environ.get("QUERY_STRING", "")
         if f"id={self.error_id}" in query.split("&"):
             self._done.wait(LONG_POLL)
-        body = json.dumps({"broken": not self._done.is_set(), "id": self.error_id}).encode()
+        body = json.dumps(
+            {"broken": not self._done.is_set(), "id": self.error_id}
+        ).encode()
         start_response(
             "200 OK",
             [

@@ -164,7 +164,9 @@ class Supervisor:
         self.error_page: ErrorPage | None = None
         self.error_server: Server | None = None
         self.stopping = False
-        self.roots = {Path(d) for d in (config.project_dir, *config.extra_watch_dirs) if d}
+        self.roots = {
+            Path(d) for d in (config.project_dir, *config.extra_watch_dirs) if d
+        }
         self.offered: set[tuple[Path, str]] = set()
         self.rules = self._make_rules()
         self.watcher = Watcher(
@@ -206,11 +208,12 @@ class Supervisor:
             self._message(event[1], event[2])
         elif kind == "exit":
             self._exited(event[1], event[2])
-        elif kind == "fallback_failed" and event[1] is self.worker:
+        elif kind == "fallback_failed":
             # Django's own runserver took over inside the worker after
             # django.setup() failed; it has printed the error and waits.
-            worker = event[1]
-            worker.kill()
+            worker: WorkerProcess = event[1]
+            if worker is self.worker:
+                worker.kill()
         elif kind == "stop":
             self._stop()
 

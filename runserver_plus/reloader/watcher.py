@@ -1,4 +1,4 @@
-"""What the supervisor watches: the directories, the ignores, and what a change means."""
+"""What the supervisor watches: directories, ignores, and what a change means."""
 
 from __future__ import annotations
 
@@ -85,7 +85,10 @@ def glob_to_regex(pattern: str) -> re.Pattern[str]:
 
 def _system_prefixes() -> tuple[str, ...]:
     """The standard library and site-packages: never watched."""
-    paths = {sysconfig.get_paths()[key] for key in ("stdlib", "platstdlib", "purelib", "platlib")}
+    paths = {
+        sysconfig.get_paths()[key]
+        for key in ("stdlib", "platstdlib", "purelib", "platlib")
+    }
     paths.update(site.getsitepackages() if hasattr(site, "getsitepackages") else [])
     if site.ENABLE_USER_SITE and site.USER_SITE:
         paths.add(site.USER_SITE)
@@ -171,15 +174,15 @@ class WatchRules:
 
 def _user_glob(pattern: str) -> re.Pattern[str]:
     """An option glob: a bare name pattern matches in any directory."""
-    if "/" not in pattern:
-        pattern = "**/" + pattern
-    elif not pattern.startswith(("/", "**")):
+    if not pattern.startswith(("/", "**")):
         pattern = "**/" + pattern
     return glob_to_regex(pattern)
 
 
 def _matches(rx: re.Pattern[str], posix_path: str) -> bool:
-    return rx.match(posix_path.lstrip("/")) is not None or rx.match(posix_path) is not None
+    return (
+        rx.match(posix_path.lstrip("/")) is not None or rx.match(posix_path) is not None
+    )
 
 
 Changes = set[tuple[watchfiles.Change, str]]
@@ -199,7 +202,9 @@ class Watcher:
     DEBOUNCE = 1600  # ms
     STEP = 50  # ms
 
-    def __init__(self, on_changes: Callable[[Changes], None], *, force_polling: bool) -> None:
+    def __init__(
+        self, on_changes: Callable[[Changes], None], *, force_polling: bool
+    ) -> None:
         self._on_changes = on_changes
         self._force_polling = force_polling
         self._watched: set[Path] = set()

@@ -1,7 +1,8 @@
-"""The worker side of the reloader: serve on the inherited socket, obey the supervisor."""
+"""The worker side of the reloader: serve the inherited socket, obey the supervisor."""
 
 from __future__ import annotations
 
+import os
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,7 +23,7 @@ ORPHAN_DRAIN = 1.0  # s
 MODULE_REPORT_INTERVAL = 2.0  # s
 
 
-class WorkerReloader(autoreload.BaseReloader):  # type: ignore[misc]
+class WorkerReloader(autoreload.BaseReloader):
     """The ``sender`` of Django's ``autoreload_started`` and ``file_changed``.
 
     Receivers call ``watch_dir()`` on it (templates, translations, third-party
@@ -33,9 +34,11 @@ class WorkerReloader(autoreload.BaseReloader):  # type: ignore[misc]
         super().__init__()
         self.channel = channel
 
-    def watch_dir(self, path: Path | str, glob: str) -> None:
+    def watch_dir(self, path: str | os.PathLike[str], glob: str) -> None:
         super().watch_dir(path, glob)
-        self.channel.send({"event": "watch_dir", "path": str(Path(path).absolute()), "glob": glob})
+        self.channel.send(
+            {"event": "watch_dir", "path": str(Path(path).absolute()), "glob": glob}
+        )
 
     def watched_module_files(self) -> set[str]:
         return {str(p) for p in autoreload.iter_all_python_module_files()}
@@ -101,7 +104,9 @@ def run_worker(
                 config,
                 host,
                 stop=stop,
-                drain_timeout=lambda: ORPHAN_DRAIN if orphaned.is_set() else config.drain_timeout,
+                drain_timeout=lambda: (
+                    ORPHAN_DRAIN if orphaned.is_set() else config.drain_timeout
+                ),
             )
     except KeyboardInterrupt:
         pass  # a second Ctrl-C: the supervisor is stopping too
@@ -112,7 +117,10 @@ def run_worker(
 
 
 def _obey(
-    channel: Channel, reloader: WorkerReloader, stop: threading.Event, orphaned: threading.Event
+    channel: Channel,
+    reloader: WorkerReloader,
+    stop: threading.Event,
+    orphaned: threading.Event,
 ) -> None:
     """Handle the supervisor's messages; its disappearance stops the worker."""
     for message in channel:
@@ -121,7 +129,9 @@ def _obey(
             break
         if command == "offer":
             claimed = _offer(reloader, message)
-            channel.send({"event": "offer_result", "id": message.get("id"), "claimed": claimed})
+            channel.send(
+                {"event": "offer_result", "id": message.get("id"), "claimed": claimed}
+            )
     else:
         orphaned.set()  # the channel closed: the supervisor is gone
     stop.set()

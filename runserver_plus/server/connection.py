@@ -1,7 +1,8 @@
-"""One client connection: framing requests with h11, running the app, writing responses."""
+"""One client connection: h11 framing, running the app, writing the responses."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import http
 import re
@@ -99,7 +100,7 @@ class _FileSpan:
 
 
 class RequestBody:
-    """``wsgi.input`` for a body with a Content-Length: read from the socket on demand."""
+    """``wsgi.input`` for a Content-Length body, read from the socket on demand."""
 
     def __init__(self, connection: Connection, conn: h11.Connection) -> None:
         self._connection = connection
@@ -140,7 +141,9 @@ class RequestBody:
 
     def readline(self, size: int | None = -1) -> bytes:
         limit = None if size is None or size < 0 else size
-        while b"\n" not in self._buffer and (limit is None or len(self._buffer) < limit):
+        while b"\n" not in self._buffer and (
+            limit is None or len(self._buffer) < limit
+        ):
             chunk = self._next_chunk()
             if not chunk:
                 break
@@ -150,6 +153,9 @@ class RequestBody:
             end = min(end, limit)
         line, self._buffer = self._buffer[:end], self._buffer[end:]
         return line
+
+    def close(self) -> None:
+        """Nothing to release: the connection owns the socket."""
 
     def readlines(self, hint: int = -1) -> list[bytes]:
         return list(iter(self.readline, b""))
@@ -166,7 +172,7 @@ class RequestBody:
         return self._done and not self.broken
 
 
-def _decode_chunked(body: RequestBody) -> tuple[IO[bytes], int]:
+def _decode_chunked(body: RequestBody) -> tuple[IO[bytes], int | None]:
     """Read a whole chunked body so the app sees a plain one with a length."""
     spool: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY)  # noqa: SIM115 - closed with the request
     total = 0
@@ -261,7 +267,9 @@ class Connection:
                 if self._closing and not buffer:
                     return None
                 self._idle = not buffer
-            timeout = self.settings.read_timeout if buffer else self.settings.idle_timeout
+            timeout = (
+                self.settings.read_timeout if buffer else self.settings.idle_timeout
+            )
             try:
                 data = self._recv(timeout)
             except ClientGone:
@@ -317,15 +325,16 @@ class Connection:
         try:
             head = self._read_head()
         except ProtocolError as error:
-            self._send_error(error, self._buffer[:200].split(b"\r\n")[0], 0.0)
+            self._send_error(error, _first_line(bytes(self._buffer)), 0.0)
             return False
         if head is None:
             return False
         started = time.perf_counter()
+        request_line = _first_line(head)
         try:
             request, conn = self._parse(head)
         except ProtocolError as error:
-            self._send_error(error, head.split(b"\n", 1)[0].rstrip(b"\r"), started)
+            self._send_error(error, request_line, started)
             return False
         conn.receive_data(bytes(self._buffer))
         self._buffer.clear()
@@ -335,24 +344,18 @@ class Connection:
                 conn.send(h11.InformationalResponse(status_code=100, headers=[]))
             )
         reader = RequestBody(self, conn)
-        request_line = head.split(b"\n", 1)[0].rstrip(b"\r").decode("latin-1")
         chunked = any(name == b"transfer-encoding" for name, _ in request.headers)
-        body: IO[bytes] | RequestBody = reader
-        length = None
         try:
-            if chunked:
-                body, length = _decode_chunked(reader)
-            environ = build_environ(
-                self.settings.base_environ, request, body, length  # type: ignore[arg-type]
-            )
+            body, length = _decode_chunked(reader) if chunked else (reader, None)
+        except h11.RemoteProtocolError as error:
+            self._send_error(ProtocolError(400, str(error)), request_line, started)
+            return False
+        try:
+            environ = build_environ(self.settings.base_environ, request, body, length)
             response = _Response(self, conn, request.method == b"HEAD")
             response.run(self.app, environ)
-        except h11.RemoteProtocolError as error:
-            self._send_error(ProtocolError(error.error_status_hint, str(error)), request_line.encode("latin-1"), started)
-            return False
         finally:
-            if body is not reader:
-                body.close()
+            body.close()
         if not response.completed:
             return False  # the response could not be finished: close to show it
         if not environ.get("runserver_plus.quiet"):
@@ -367,7 +370,7 @@ class Connection:
             return False
         try:
             in_sync = reader.drain(MAX_DRAIN)
-        except (ClientGone, h11.RemoteProtocolError):
+        except h11.RemoteProtocolError:
             return False
         if not in_sync or conn.their_state is not h11.DONE:
             return False
@@ -377,7 +380,9 @@ class Connection:
     def wants_close(self) -> bool:
         return self._closing or not self.settings.keep_alive
 
-    def _send_error(self, error: ProtocolError, request_line: bytes, started: float) -> None:
+    def _send_error(
+        self, error: ProtocolError, request_line: str, started: float
+    ) -> None:
         """Answer a request the server rejects itself, then close."""
         output.log_protocol_error(error.status, error.reason, self.sock)
         phrase = http.HTTPStatus(error.status).phrase
@@ -395,7 +400,7 @@ class Connection:
         except OSError:
             return
         duration = time.perf_counter() - started if started else 0.0
-        output.log_request(request_line.decode("latin-1"), error.status, None, duration, self.sock)
+        output.log_request(request_line, error.status, None, duration, self.sock)
 
     def send(self, parts: Iterable[Any]) -> None:
         """Write h11 output; ``_FileSpan`` pieces go out with ``sendfile``."""
@@ -432,7 +437,9 @@ class Connection:
 class _Response:
     """Runs the WSGI app for one request and writes what it returns."""
 
-    def __init__(self, connection: Connection, conn: h11.Connection, head: bool) -> None:
+    def __init__(
+        self, connection: Connection, conn: h11.Connection, head: bool
+    ) -> None:
         self.connection = connection
         self.conn = conn
         self.head = head
@@ -496,7 +503,9 @@ class _Response:
     @staticmethod
     def _line(environ: WSGIEnviron) -> str:
         query = environ["QUERY_STRING"]
-        return f"{environ['REQUEST_METHOD']} {environ['PATH_INFO']}" + (f"?{query}" if query else "")
+        return f"{environ['REQUEST_METHOD']} {environ['PATH_INFO']}" + (
+            f"?{query}" if query else ""
+        )
 
     def _send_result(self, result: Iterable[bytes], environ: WSGIEnviron) -> None:
         if isinstance(result, FileWrapper) and not self.head:
@@ -504,9 +513,15 @@ class _Response:
             if span is not None:
                 self._send_file(result, *span)
                 return
-        if isinstance(result, (list, tuple)) and len(result) == 1 and self._headers is not None:
-            if not any(name.lower() == "content-length" for name, _ in self._headers):
-                self._headers.append(("Content-Length", str(len(result[0]))))
+        if (
+            isinstance(result, (list, tuple))
+            and len(result) == 1
+            and self._headers is not None
+            and not any(name.lower() == "content-length" for name, _ in self._headers)
+        ):
+            # As wsgiref: a one-piece body has a known length, so the
+            # connection can be kept alive.
+            self._headers.append(("Content-Length", str(len(result[0]))))
         self._body(result)
         self._finish()
 
@@ -516,10 +531,14 @@ class _Response:
         headers, app_close = response_headers(self._headers, http_date())
         if app_close or self.connection.wants_close():
             headers.append((b"Connection", b"close"))
-        self._no_body = self.head or self.status in _NO_BODY_STATUSES or self.status < 200
+        self._no_body = (
+            self.head or self.status in _NO_BODY_STATUSES or self.status < 200
+        )
         if self.status < 200:
             raise AssertionError(f"WSGI applications cannot send status {self.status}")
-        event = h11.Response(status_code=self.status, headers=headers, reason=self._reason)
+        event = h11.Response(
+            status_code=self.status, headers=headers, reason=self._reason
+        )
         self._head_bytes = self.conn.send(event)
 
     def _body(self, chunks: Iterable[bytes]) -> None:
@@ -561,10 +580,11 @@ class _Response:
         if self._no_body:
             self._finish()
             return
-        parts = self.conn.send_with_data_passthrough(
-            h11.Data(data=_FileSpan(wrapper.filelike, offset, length))  # type: ignore[arg-type]
-        )
-        self.connection.send([self._take_head(), *parts])
+        # h11 hands a payload with a __len__ back untouched (its documented
+        # way to do zero-copy sends), framed for content-length or chunked.
+        span = _FileSpan(wrapper.filelike, offset, length)
+        parts = self.conn.send_with_data_passthrough(h11.Data(data=span))  # type: ignore[arg-type]
+        self.connection.send([self._take_head(), *(parts or ())])
         self.sent += length
         self._finish()
 
@@ -583,11 +603,27 @@ class _Response:
             "Connection: close\r\n"
         ).encode("ascii")
         self.connection.send(
-            [head, b"Date: ", http_date(), b"\r\n\r\n", b"" if self.head else _APP_ERROR_BODY]
+            [
+                head,
+                b"Date: ",
+                http_date(),
+                b"\r\n\r\n",
+                b"" if self.head else _APP_ERROR_BODY,
+            ]
         )
         if self.head:
             self.sent = 0
         self.completed = True
+
+
+#: Longest request line shown in the log (a 414 can be 64 KiB long).
+_LOGGED_LINE = 1000  # characters
+
+
+def _first_line(data: bytes) -> str:
+    """The request line as the log shows it: raw bytes read as latin-1."""
+    line = data.split(b"\n", 1)[0].rstrip(b"\r").decode("latin-1")
+    return line if len(line) <= _LOGGED_LINE else line[:_LOGGED_LINE] + "..."
 
 
 def _remaining(wrapper: FileWrapper, offset: int) -> int:
@@ -597,7 +633,5 @@ def _remaining(wrapper: FileWrapper, offset: int) -> int:
 
 
 def _shutdown(sock: socket.socket) -> None:
-    try:
+    with contextlib.suppress(OSError):  # already closed by the client or by us
         sock.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass  # already closed by the client or by us

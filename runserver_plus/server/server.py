@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import itertools
 import selectors
@@ -9,6 +10,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from typing import cast
 
 from runserver_plus.config import ServerConfig
 from runserver_plus.server.connection import Connection, ConnectionSettings
@@ -62,10 +64,8 @@ class Server:
     def shutdown(self) -> None:
         """Stop accepting; safe to call from a signal handler or another thread."""
         self._stopping.set()
-        try:
+        with contextlib.suppress(OSError):  # already woken and closed
             self._wake_w.send(b"x")
-        except OSError:
-            pass  # already woken and closed
 
     def drain(self, timeout: float) -> bool:
         """Close idle connections and wait up to ``timeout`` for busy ones.
@@ -190,8 +190,7 @@ class Server:
                                 accepted[0], selectors.EVENT_READ, accepted[1]
                             )
                     elif key.fileobj is not self._wake_r:
-                        client = key.fileobj
-                        assert isinstance(client, socket.socket)
+                        client = cast(socket.socket, key.fileobj)
                         selector.unregister(client)
                         del waiting[client]
                         self._serve_inline(client, key.data)

@@ -45,12 +45,11 @@ class FileWrapper:
         self.filelike = filelike
         self.blksize = blksize
         self.length = length
-        close = getattr(filelike, "close", None)
-        if close is not None:
-            self.close = close
 
     def close(self) -> None:
-        """Replaced by the file's own ``close`` when it has one."""
+        close = getattr(self.filelike, "close", None)
+        if close is not None:
+            close()
 
     def __iter__(self) -> Iterator[bytes]:
         remaining = self.length
@@ -76,10 +75,14 @@ class FileWrapper:
 class Request(Protocol):
     """What ``build_environ`` needs to know about one parsed request."""
 
-    method: bytes
-    target: bytes
-    http_version: bytes
-    headers: Iterable[tuple[bytes, bytes]]
+    @property
+    def method(self) -> bytes: ...
+    @property
+    def target(self) -> bytes: ...
+    @property
+    def http_version(self) -> bytes: ...
+    @property
+    def headers(self) -> Iterable[tuple[bytes, bytes]]: ...
 
 
 def split_target(target: bytes) -> tuple[bytes, bytes]:
@@ -122,7 +125,7 @@ def base_environ(
 
 
 def build_environ(
-    base: WSGIEnviron, request: Request, body: IO[bytes], content_length: int | None
+    base: WSGIEnviron, request: Request, body: object, content_length: int | None
 ) -> WSGIEnviron:
     """The environ of one request, from the request alone (never ``os.environ``).
 

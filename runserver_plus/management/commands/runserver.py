@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any
+from typing import Any, TextIO, cast
 from urllib.parse import urlparse
 
 from django.conf import settings
@@ -23,13 +23,15 @@ class _FlushingOutput(OutputWrapper):
     """Django's output wrapper, flushed on every write so the banner shows at
     once in CI logs and ``docker logs`` (Django's is block-buffered there)."""
 
-    def write(self, msg: str = "", style_func: Any = None, ending: str | None = None) -> None:
+    def write(  # type: ignore[override]  # OutputWrapper's own signature
+        self, msg: str = "", style_func: Any = None, ending: str | None = None
+    ) -> None:
         super().write(msg, style_func, ending)
         self.flush()
 
 
 def _flushing(wrapper: OutputWrapper) -> OutputWrapper:
-    flushing = _FlushingOutput(wrapper._out, wrapper.ending)
+    flushing = _FlushingOutput(cast(TextIO, wrapper._out), wrapper.ending)
     flushing.style_func = wrapper.style_func
     return flushing
 
@@ -69,7 +71,7 @@ class RunserverPlusMixin:
         group.add_argument(
             "--watch-poll",
             action="store_true",
-            help="Poll for changes instead of OS events (network and container mounts).",
+            help="Poll for changes instead of OS events (network, container mounts).",
         )
 
     def run(self, **options: Any) -> None:
@@ -81,7 +83,7 @@ class RunserverPlusMixin:
 
     def hand_off(self, config: ServerConfig) -> None:
         """Serve with ``config``: the one seam between the command and the rest."""
-        runner.run(config, self)  # type: ignore[arg-type]
+        runner.run(config, self)
 
     def build_config(self, options: dict[str, Any]) -> ServerConfig:
         """Turn Django's parsed ``addrport`` and the options into our config."""
@@ -114,10 +116,17 @@ class RunserverPlusMixin:
                 os.path.abspath(d)
                 for d in (*_setting("WATCH_DIRS"), *options.get("watch_dirs", ()))
             ),
-            watch_include=(*_setting("WATCH_INCLUDE"), *options.get("watch_include", ())),
-            watch_exclude=(*_setting("WATCH_EXCLUDE"), *options.get("watch_exclude", ())),
+            watch_include=(
+                *_setting("WATCH_INCLUDE"),
+                *options.get("watch_include", ()),
+            ),
+            watch_exclude=(
+                *_setting("WATCH_EXCLUDE"),
+                *options.get("watch_exclude", ()),
+            ),
             force_polling=bool(
-                options.get("watch_poll") or getattr(settings, "RUNSERVER_PLUS_WATCH_POLL", False)
+                options.get("watch_poll")
+                or getattr(settings, "RUNSERVER_PLUS_WATCH_POLL", False)
             ),
         )
 
@@ -200,16 +209,15 @@ def ignored_paths(
     for database in databases.values():
         if "sqlite" in str(database.get("ENGINE", "")):
             paths.append(database.get("NAME"))
-    return tuple(
-        os.path.abspath(str(p)) for p in paths if p and str(p) != ":memory:"
-    )
+    return tuple(os.path.abspath(str(p)) for p in paths if p and str(p) != ":memory:")
 
 
-class CoreCommand(RunserverPlusMixin, core.Command):
+# get_handler() may return our static wrapper, not only Django's WSGIHandler.
+class CoreCommand(RunserverPlusMixin, core.Command):  # type: ignore[misc]
     """runserver_plus when ``django.contrib.staticfiles`` is not installed."""
 
 
-class StaticfilesCommand(RunserverPlusMixin, staticfiles.Command):
+class StaticfilesCommand(RunserverPlusMixin, staticfiles.Command):  # type: ignore[misc]
     """runserver_plus with staticfiles' ``--nostatic`` and ``--insecure``."""
 
 
