@@ -55,6 +55,11 @@ class ServerConfig:
     watch_exclude: tuple[str, ...] = ()
     force_polling: bool = False
 
+    # Live browser reload (worker side).
+    livereload: bool = False
+    #: Local directories of the staticfiles finders, watched for live reload.
+    static_dirs: tuple[str, ...] = ()
+
     @property
     def url(self) -> str:
         """The base URL the banner prints, without the port."""

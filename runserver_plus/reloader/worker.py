@@ -5,11 +5,12 @@ from __future__ import annotations
 import os
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from django.utils import autoreload
 
 from runserver_plus import runner
+from runserver_plus.livereload.middleware import Hub, LiveReloadApp
 from runserver_plus.reloader.control import Channel
 from runserver_plus.server import adopt_socket
 
@@ -69,80 +70,117 @@ def run_worker(
     config: ServerConfig, host: Host, listen_fd: int, control_fd: int
 ) -> None:
     """Start the project, report ready, serve until the supervisor says stop."""
-    channel = Channel(adopt_socket(control_fd))
-    listen = adopt_socket(listen_fd)
-    reloader = WorkerReloader(channel)
-    stop = threading.Event()
-    orphaned = threading.Event()
-    # The channel is obeyed from the start: a stop (or the supervisor's
-    # death) while the project loads must not be missed.
-    threading.Thread(
-        target=_obey,
-        args=(channel, reloader, stop, orphaned),
-        name="runserver_plus-control",
-        daemon=True,
-    ).start()
-    try:
-        with runner.stop_signals(stop):
-            # An exception django.setup() swallowed for runserver is raised
-            # here, as Django's inner_run does; the supervisor shows it.
-            autoreload.raise_last_exception()
-            app = host.load_application()
-            if stop.is_set():
-                return
-            autoreload.autoreload_started.send(sender=reloader)
-            host.announce(listen.getsockname()[1])
-            reporter = _ModuleReporter(reloader, stop)
-            reporter.report()
-            channel.send({"event": "ready"})
-            threading.Thread(
-                target=reporter.run, name="runserver_plus-modules", daemon=True
-            ).start()
-            runner.serve(
-                listen,
-                app,
-                config,
-                host,
-                stop=stop,
-                drain_timeout=lambda: (
-                    ORPHAN_DRAIN if orphaned.is_set() else config.drain_timeout
-                ),
+    Worker(config, host, listen_fd, control_fd).run()
+
+
+class Worker:
+    """One worker process's life: load, report ready, serve, obey the channel."""
+
+    def __init__(
+        self, config: ServerConfig, host: Host, listen_fd: int, control_fd: int
+    ) -> None:
+        self.config = config
+        self.host = host
+        self.channel = Channel(adopt_socket(control_fd))
+        self.listen = adopt_socket(listen_fd)
+        self.reloader = WorkerReloader(self.channel)
+        self.stop = threading.Event()
+        self.orphaned = threading.Event()
+        self.hub = Hub() if config.livereload else None
+        self.static_dirs = tuple(Path(d) for d in config.static_dirs)
+
+    def run(self) -> None:
+        # The channel is obeyed from the start: a stop (or the supervisor's
+        # death) while the project loads must not be missed.
+        threading.Thread(
+            target=self._obey, name="runserver_plus-control", daemon=True
+        ).start()
+        try:
+            with runner.stop_signals(self.stop):
+                self._start_and_serve()
+        except KeyboardInterrupt:
+            pass  # a second Ctrl-C: the supervisor is stopping too
+        finally:
+            self.stop.set()
+            self.listen.close()
+            self.channel.close()
+
+    def _start_and_serve(self) -> None:
+        # An exception django.setup() swallowed for runserver is raised here,
+        # as Django's inner_run does; the supervisor shows it.
+        autoreload.raise_last_exception()
+        app = self.host.load_application()
+        if self.stop.is_set():
+            return
+        if self.hub is not None:
+            app = LiveReloadApp(app, self.hub)
+            for directory in self.static_dirs:
+                self.reloader.watch_dir(directory, "**/*")
+        autoreload.autoreload_started.send(sender=self.reloader)
+        self.host.announce(self.listen.getsockname()[1])
+        reporter = _ModuleReporter(self.reloader, self.stop)
+        reporter.report()
+        self.channel.send({"event": "ready"})
+        threading.Thread(
+            target=reporter.run, name="runserver_plus-modules", daemon=True
+        ).start()
+        runner.serve(
+            self.listen,
+            app,
+            self.config,
+            self.host,
+            stop=self.stop,
+            drain_timeout=self._drain_timeout,
+        )
+
+    def _drain_timeout(self) -> float:
+        """Called when the stop comes: end event streams first, so they never
+        hold up the drain; an orphan drains briefly."""
+        if self.hub is not None:
+            self.hub.close()
+        return ORPHAN_DRAIN if self.orphaned.is_set() else self.config.drain_timeout
+
+    def _obey(self) -> None:
+        """Handle the supervisor's messages; its disappearance stops the worker."""
+        for message in self.channel:
+            command = message.get("command")
+            if command == "stop":
+                break
+            if command == "offer":
+                claimed = self._offer([str(p) for p in message.get("paths", [])])
+                self.channel.send(
+                    {
+                        "event": "offer_result",
+                        "id": message.get("id"),
+                        "claimed": claimed,
+                    }
+                )
+        else:
+            self.orphaned.set()  # the channel closed: the supervisor is gone
+        self.stop.set()
+
+    def _offer(self, paths: list[str]) -> bool:
+        """Send Django's ``file_changed`` for each path; True if every one was
+        claimed (template and translation reloaders claim theirs, so nothing
+        restarts). With live reload, static files are ours to claim."""
+        claimed_all = True
+        reload_pages = False
+        for path in paths:
+            if self.hub is not None and self._is_static(path):
+                kind = "css" if path.endswith(".css") else "reload"
+                self.hub.broadcast({"type": kind, "path": path})
+                continue
+            results = autoreload.file_changed.send(
+                sender=self.reloader, file_path=Path(path)
             )
-    except KeyboardInterrupt:
-        pass  # a second Ctrl-C: the supervisor is stopping too
-    finally:
-        stop.set()
-        listen.close()
-        channel.close()
+            if any(result for _, result in results):
+                reload_pages = True
+            else:
+                claimed_all = False
+        if reload_pages and claimed_all and self.hub is not None:
+            self.hub.broadcast({"type": "reload"})
+        return claimed_all
 
-
-def _obey(
-    channel: Channel,
-    reloader: WorkerReloader,
-    stop: threading.Event,
-    orphaned: threading.Event,
-) -> None:
-    """Handle the supervisor's messages; its disappearance stops the worker."""
-    for message in channel:
-        command = message.get("command")
-        if command == "stop":
-            break
-        if command == "offer":
-            claimed = _offer(reloader, message)
-            channel.send(
-                {"event": "offer_result", "id": message.get("id"), "claimed": claimed}
-            )
-    else:
-        orphaned.set()  # the channel closed: the supervisor is gone
-    stop.set()
-
-
-def _offer(reloader: WorkerReloader, message: dict[str, Any]) -> bool:
-    """Send Django's ``file_changed`` for each path; True if every one was claimed
-    (template and translation reloaders claim theirs, so nothing restarts)."""
-    claimed_all = True
-    for path in message.get("paths", []):
-        results = autoreload.file_changed.send(sender=reloader, file_path=Path(path))
-        if not any(result for _, result in results):
-            claimed_all = False
-    return claimed_all
+    def _is_static(self, path: str) -> bool:
+        file = Path(path)
+        return any(d == file or d in file.parents for d in self.static_dirs)

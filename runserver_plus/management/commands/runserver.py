@@ -69,6 +69,12 @@ class RunserverPlusMixin:
             help="Never react to files matching GLOB (repeatable).",
         )
         group.add_argument(
+            "--livereload",
+            action="store_true",
+            help="Reload browser tabs when code or templates change and swap "
+            "stylesheets in place when CSS changes (needs DEBUG and the reloader).",
+        )
+        group.add_argument(
             "--watch-poll",
             action="store_true",
             help="Poll for changes instead of OS events (network, container mounts).",
@@ -128,7 +134,19 @@ class RunserverPlusMixin:
                 options.get("watch_poll")
                 or getattr(settings, "RUNSERVER_PLUS_WATCH_POLL", False)
             ),
+            livereload=self._livereload(options),
+            static_dirs=_static_dirs(),
         )
+
+    def _livereload(self, options: dict[str, Any]) -> bool:
+        """On with ``--livereload`` or the setting, only with DEBUG and the reloader."""
+        asked = bool(options.get("livereload"))
+        if asked and not options["use_reloader"]:
+            raise CommandError(
+                "--livereload needs the reloader; it cannot be used with --noreload."
+            )
+        wanted = asked or bool(getattr(settings, "RUNSERVER_PLUS_LIVERELOAD", False))
+        return wanted and bool(settings.DEBUG) and options["use_reloader"]
 
     # --- the runner's Host interface -------------------------------------
 
@@ -213,6 +231,24 @@ def ignored_paths(
 
 
 # get_handler() may return our static wrapper, not only Django's WSGIHandler.
+def _static_dirs() -> tuple[str, ...]:
+    """The local directories the staticfiles finders serve from."""
+    from django.apps import apps  # noqa: PLC0415
+
+    if not apps.is_installed("django.contrib.staticfiles"):
+        return ()
+    from django.contrib.staticfiles import finders  # noqa: PLC0415
+
+    found: list[str] = []
+    for finder in finders.get_finders():
+        storages = getattr(finder, "storages", {})
+        for storage in storages.values():
+            location = getattr(storage, "location", None)
+            if location and os.path.isdir(location):
+                found.append(os.path.abspath(location))
+    return tuple(dict.fromkeys(found))
+
+
 class CoreCommand(RunserverPlusMixin, core.Command):  # type: ignore[misc]
     """runserver_plus when ``django.contrib.staticfiles`` is not installed."""
 

@@ -1,0 +1,51 @@
+/* runserver_plus live reload: one event stream per browser (a SharedWorker
+   where available), CSS swapped in place, everything else reloads. */
+(function () {
+  "use strict";
+  var script = document.currentScript;
+  var base = script ? script.src.replace(/livereload\.js(\?.*)?$/, "") : "/__runserver_plus__/";
+
+  function swapStylesheets() {
+    var links = document.querySelectorAll('link[rel~="stylesheet"][href]');
+    var stamp = String(Date.now());
+    Array.prototype.forEach.call(links, function (link) {
+      var url = new URL(link.href, location.href);
+      if (url.origin !== location.origin) return;
+      url.searchParams.set("livereload", stamp);
+      var fresh = link.cloneNode(false);
+      fresh.href = url.href;
+      fresh.addEventListener("load", function () { link.remove(); });
+      fresh.addEventListener("error", function () { link.remove(); });
+      link.after(fresh);
+    });
+  }
+
+  function handle(message) {
+    if (message.type === "css") {
+      swapStylesheets();
+    } else if (message.type === "reload") {
+      location.reload();
+    }
+  }
+
+  if (typeof SharedWorker === "function") {
+    try {
+      var worker = new SharedWorker(base + "livereload-worker.js", {name: "runserver_plus-livereload"});
+      worker.port.onmessage = function (event) { handle(event.data); };
+      worker.port.start();
+      window.addEventListener("pagehide", function () { worker.port.postMessage("bye"); });
+      return;
+    } catch (error) {
+      /* fall through to a stream of our own */
+    }
+  }
+  var connect = self.__runserverPlusStream;
+  if (!connect) {
+    var tag = document.createElement("script");
+    tag.src = base + "livereload-worker.js";
+    tag.onload = function () { self.__runserverPlusStream(base, handle); };
+    document.head.appendChild(tag);
+  } else {
+    connect(base, handle);
+  }
+})();
