@@ -79,17 +79,16 @@ def run(config: ServerConfig, host: Host) -> None:
 def run_single(config: ServerConfig, host: Host) -> None:
     """``--noreload``: checks, bind, banner and serve in this one process."""
     output.enable_windows_colours()
-    stop = threading.Event()
     # Stop signals are handled from the start, so Ctrl-C right after the
     # banner (or during the checks) still ends quietly with exit code 0.
-    with stop_signals(stop):
+    with stop_signals():
         try:
             app = host.load_application()
-            if stop.is_set():
-                return
             sock = bind_or_exit(config, host)
             host.announce(sock.getsockname()[1])
-            serve(sock, app, config, host, stop=stop)
+            serve(sock, app, config, host, stop=threading.Event())
+        except StopRequested:
+            pass  # stopped before serving began: nothing to drain
         except KeyboardInterrupt:
             pass  # a second Ctrl-C: leave without waiting for requests
 
@@ -114,11 +113,11 @@ def serve(
     stop: threading.Event,
     drain_timeout: Callable[[], float] | None = None,
 ) -> None:
-    """Serve on ``sock`` until ``stop`` is set, then drain and return.
+    """Serve on ``sock`` until ``stop`` is set (or a stop signal arrives, see
+    ``stop_signals``), then drain and return.
 
-    The caller arranges for ``stop`` to be set (``stop_signals``, the
-    supervisor's channel). ``drain_timeout`` chooses the drain bound when the
-    stop comes (default: the config's).
+    ``drain_timeout`` chooses the drain bound when the stop comes (default:
+    the config's).
     """
     server = Server(sock, app, config, on_thread_exit=host.close_thread_resources)
 
@@ -133,7 +132,10 @@ def serve(
     )
     thread.start()
     try:
-        stop.wait()
+        try:
+            stop.wait()
+        except StopRequested:
+            stop.set()
         timeout = drain_timeout() if drain_timeout else config.drain_timeout
         server.shutdown()
         thread.join(timeout)
@@ -143,17 +145,31 @@ def serve(
             host.write_out(config.shutdown_message)
 
 
+class StopRequested(BaseException):
+    """Raised in the main thread by the first stop signal.
+
+    An exception rather than ``Event.set()`` in the handler: the handler runs
+    on the main thread between bytecodes, possibly while that thread holds the
+    very lock ``set()`` needs. A ``BaseException``, like ``KeyboardInterrupt``,
+    so that ``except Exception`` does not swallow it.
+    """
+
+
 @contextlib.contextmanager
-def stop_signals(stop: threading.Event) -> Iterator[None]:
-    """SIGINT/SIGTERM set ``stop``; a second one interrupts the drain."""
+def stop_signals() -> Iterator[None]:
+    """SIGINT/SIGTERM raise ``StopRequested``; a second one ``KeyboardInterrupt``
+    (stop draining now)."""
     if threading.current_thread() is not threading.main_thread():
         yield  # signals only reach the main thread; the caller stops us
         return
+    received = 0
 
     def handler(signum: int, frame: FrameType | None) -> None:
-        if stop.is_set():
+        nonlocal received
+        received += 1
+        if received > 1:
             raise KeyboardInterrupt
-        stop.set()
+        raise StopRequested
 
     previous: dict[int, Callable[[int, FrameType | None], object] | int | None] = {}
     for signum in STOP_SIGNALS:

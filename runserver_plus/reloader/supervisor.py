@@ -52,7 +52,7 @@ class WorkerProcess:
     """One worker: the same command line again, on the inherited socket."""
 
     def __init__(
-        self, listen: socket.socket, events: queue.Queue[Event], generation: int
+        self, listen: socket.socket, events: queue.SimpleQueue[Event], generation: int
     ) -> None:
         self.generation = generation
         self.state = "starting"
@@ -154,7 +154,9 @@ class Supervisor:
         self.config = config
         self.listen = listen
         self.write_err = write_err
-        self.events: queue.Queue[Event] = queue.Queue()
+        # SimpleQueue: its put() is reentrant, so the signal handler may use it
+        # while the main thread is inside get().
+        self.events: queue.SimpleQueue[Event] = queue.SimpleQueue()
         self.worker: WorkerProcess | None = None
         self.retired: set[WorkerProcess] = set()
         self.generation = 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 import os
 import re
 import site
@@ -113,19 +114,29 @@ class WatchRules:
     #: ``(directory, glob)`` registered through ``watch_dir``: offered first.
     offered: tuple[tuple[Path, str], ...] = ()
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "_include", tuple(_user_glob(g) for g in self.include))
-        object.__setattr__(self, "_exclude", tuple(_user_glob(g) for g in self.exclude))
-        object.__setattr__(
-            self, "_offered", tuple((d, glob_to_regex(g)) for d, g in self.offered)
-        )
+    # Compiled once per rules object; cached_property writes to the instance
+    # dict directly, which a frozen dataclass allows.
+    @functools.cached_property
+    def _include(self) -> tuple[re.Pattern[str], ...]:
+        return tuple(_user_glob(g) for g in self.include)
+
+    @functools.cached_property
+    def _exclude(self) -> tuple[re.Pattern[str], ...]:
+        return tuple(_user_glob(g) for g in self.exclude)
+
+    @functools.cached_property
+    def _offered(self) -> tuple[tuple[Path, re.Pattern[str]], ...]:
+        return tuple((d, glob_to_regex(g)) for d, g in self.offered)
+
+    @functools.cached_property
+    def _ignored(self) -> tuple[str, ...]:
         ignored = tuple(os.path.join(str(p), "") for p in self.ignored)
-        object.__setattr__(self, "_ignored", ignored + _system_prefixes())
+        return ignored + _system_prefixes()
 
     def is_ignored_dir(self, path: Path) -> bool:
         if path.name in IGNORED_DIR_NAMES or (path / "pyvenv.cfg").exists():
             return True
-        return _is_under(str(path), self._ignored)  # type: ignore[attr-defined]
+        return _is_under(str(path), self._ignored)
 
     def classify(self, path: str) -> Action:
         """What a change to ``path`` (absolute) asks for."""
@@ -134,14 +145,14 @@ class WatchRules:
             return Action.IGNORE
         if any(part in IGNORED_DIR_NAMES for part in file.parts[:-1]):
             return Action.IGNORE
-        if _is_under(path, self._ignored):  # type: ignore[attr-defined]
+        if _is_under(path, self._ignored):
             return Action.IGNORE
         posix = file.as_posix()
-        if any(_matches(rx, posix) for rx in self._exclude):  # type: ignore[attr-defined]
+        if any(_matches(rx, posix) for rx in self._exclude):
             return Action.IGNORE
-        if file.suffix == ".py" or any(_matches(rx, posix) for rx in self._include):  # type: ignore[attr-defined]
+        if file.suffix == ".py" or any(_matches(rx, posix) for rx in self._include):
             return Action.RESTART
-        for directory, rx in self._offered:  # type: ignore[attr-defined]
+        for directory, rx in self._offered:
             try:
                 relative = file.relative_to(directory).as_posix()
             except ValueError:

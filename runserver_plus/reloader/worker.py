@@ -96,8 +96,10 @@ class Worker:
             target=self._obey, name="runserver_plus-control", daemon=True
         ).start()
         try:
-            with runner.stop_signals(self.stop):
+            with runner.stop_signals():
                 self._start_and_serve()
+        except runner.StopRequested:
+            pass  # stopped while loading: nothing to drain
         except KeyboardInterrupt:
             pass  # a second Ctrl-C: the supervisor is stopping too
         finally:
