@@ -125,9 +125,9 @@ def log_app_exception(request_line: str) -> None:
 def format_duration(seconds: float) -> str:
     """A short human duration: ``0.4ms``, ``12ms``, ``1.2s``."""
     ms = seconds * 1000.0
-    if ms < 10:
+    if ms < 9.95:  # what rounds to 10.0 reads better as 10ms
         return f"{ms:.1f}ms"
-    if ms < 1000:
+    if ms < 999.5:
         return f"{ms:.0f}ms"
     return f"{seconds:.1f}s"
 

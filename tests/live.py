@@ -215,14 +215,16 @@ class LogRecorder(logging.Handler):
         self, predicate: Callable[[logging.LogRecord], bool], timeout: float = TIMEOUT
     ) -> logging.LogRecord:
         """The first record matching ``predicate``, waiting up to ``timeout``."""
+
+        def first() -> logging.LogRecord | None:
+            return next((r for r in list(self.records) if predicate(r)), None)
+
         try:
-            return wait_until(
-                lambda: next((r for r in list(self.records) if predicate(r)), None),
-                timeout,
-                "no matching log record",
-            )
+            found = wait_until(first, timeout, "no matching log record")
         except AssertionError as error:
             raise AssertionError(f"{error}; records: {self.messages()!r}") from None
+        assert found is not None
+        return found
 
     def wait_message(self, text: str, timeout: float = TIMEOUT) -> logging.LogRecord:
         """The first record whose message contains ``text``."""

@@ -41,8 +41,7 @@ RECV_SIZE = 65536  # bytes
 
 _HEAD_END = re.compile(rb"\r?\n\r?\n")
 _OBS_FOLD = re.compile(rb"(?:^|\n)[ \t]")
-_HTTP_VERSION = re.compile(rb"HTTP/[0-9]+\.[0-9]+")
-_SUPPORTED_VERSIONS = (b"HTTP/1.0", b"HTTP/1.1")
+_HTTP_VERSION = re.compile(rb"HTTP/([0-9]+)\.[0-9]+")
 _NO_BODY_STATUSES = frozenset({204, 304})
 
 _APP_ERROR_BODY = b"A server error occurred.  Please contact the administrator."
@@ -175,10 +174,17 @@ class RequestBody:
 def _decode_chunked(body: RequestBody) -> tuple[IO[bytes], int | None]:
     """Read a whole chunked body so the app sees a plain one with a length."""
     spool: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY)  # noqa: SIM115 - closed with the request
-    total = 0
-    while chunk := body.read(RECV_SIZE):
-        spool.write(chunk)
-        total += len(chunk)
+    try:
+        total = 0
+        while chunk := body.read(RECV_SIZE):
+            spool.write(chunk)
+            total += len(chunk)
+        if body.broken:
+            # The length is ours to announce, so a cut body would look whole.
+            raise ClientGone("chunked body cut short")
+    except BaseException:
+        spool.close()
+        raise
     spool.seek(0)
     return spool, total
 
@@ -293,13 +299,12 @@ class Connection:
         if len(request_line) > MAX_REQUEST_LINE:
             raise ProtocolError(414, "Request-URI Too Long")
         parts = request_line.split(b" ")
-        if (
-            len(parts) == 3
-            and _HTTP_VERSION.fullmatch(parts[2])
-            and parts[2] not in _SUPPORTED_VERSIONS
-        ):
-            version = parts[2].decode("ascii")
-            raise ProtocolError(505, f"Invalid HTTP version ({version})")
+        version = _HTTP_VERSION.fullmatch(parts[2]) if len(parts) == 3 else None
+        if version is not None and version[1] != b"1":
+            # RFC 9110 §2.5: only another major version is unsupported (a
+            # 1.x is served as 1.1). Worded as Django's server words it.
+            number = parts[2][5:].decode("ascii")
+            raise ProtocolError(505, f"Invalid HTTP version ({number})")
         fields = head[line_end + 1 :]
         if _OBS_FOLD.search(fields.rstrip(b"\r\n")):
             raise ProtocolError(400, "Obsolete line folding in a header")
@@ -310,7 +315,7 @@ class Connection:
         try:
             event = conn.next_event()
         except h11.RemoteProtocolError as error:
-            raise ProtocolError(error.error_status_hint, str(error)) from None
+            raise ProtocolError(error.error_status_hint, _reason(error)) from None
         if not isinstance(event, h11.Request):
             raise ProtocolError(400, "Bad request syntax")
         names = {name for name, _ in event.headers}
@@ -336,19 +341,26 @@ class Connection:
         except ProtocolError as error:
             self._send_error(error, request_line, started)
             return False
-        conn.receive_data(bytes(self._buffer))
-        self._buffer.clear()
+        if self._buffer:
+            # Only when there is something: h11 takes b"" for the client
+            # having closed the connection.
+            conn.receive_data(bytes(self._buffer))
+            self._buffer.clear()
         self.sock.settimeout(self.settings.read_timeout)
         if conn.they_are_waiting_for_100_continue:
             self.sock.sendall(
-                conn.send(h11.InformationalResponse(status_code=100, headers=[]))
+                conn.send(
+                    h11.InformationalResponse(
+                        status_code=100, headers=[], reason=b"Continue"
+                    )
+                )
             )
         reader = RequestBody(self, conn)
         chunked = any(name == b"transfer-encoding" for name, _ in request.headers)
         try:
             body, length = _decode_chunked(reader) if chunked else (reader, None)
         except h11.RemoteProtocolError as error:
-            self._send_error(ProtocolError(400, str(error)), request_line, started)
+            self._send_error(ProtocolError(400, _reason(error)), request_line, started)
             return False
         try:
             environ = build_environ(self.settings.base_environ, request, body, length)
@@ -614,6 +626,14 @@ class _Response:
         if self.head:
             self.sent = 0
         self.completed = True
+
+
+_H11_REPR = re.compile(r": bytearray\(b.*\)$", re.DOTALL)
+
+
+def _reason(error: h11.RemoteProtocolError) -> str:
+    """h11's message without the raw bytes it quotes (the log shows the line)."""
+    return _H11_REPR.sub("", str(error))
 
 
 #: Longest request line shown in the log (a 414 can be 64 KiB long).

@@ -191,6 +191,6 @@ def response_headers(
 def parse_status(status: str) -> tuple[int, bytes]:
     """``"200 OK"`` -> ``(200, b"OK")``; ``ValueError`` for anything else."""
     code, _, reason = status.partition(" ")
-    if len(code) != 3 or not code.isdigit():
+    if len(code) != 3 or not (code.isascii() and code.isdigit()):
         raise ValueError(f"invalid WSGI status {status!r}")
     return int(code), reason.encode("latin-1")
