@@ -67,7 +67,7 @@ def run(config: ServerConfig, host: Host) -> None:
         # first start, Django ran its core runserver as the parent), or the
         # platform cannot hand a socket to a child: let Django's reloader
         # restart a single-process server.
-        autoreload.run_with_reloader(run_single, config=config, host=host)
+        autoreload.run_with_reloader(_run_in_django_reloader, config=config, host=host)
     else:
         from runserver_plus.reloader.supervisor import Supervisor  # noqa: PLC0415
 
@@ -91,6 +91,15 @@ def run_single(config: ServerConfig, host: Host) -> None:
             pass  # stopped before serving began: nothing to drain
         except KeyboardInterrupt:
             pass  # a second Ctrl-C: leave without waiting for requests
+
+
+def _run_in_django_reloader(config: ServerConfig, host: Host) -> None:
+    """``run_single`` on Django's reloader thread, where SystemExit would only
+    end the thread: a failed bind ends the process, as Django's does."""
+    try:
+        run_single(config, host)
+    except BindFailed:
+        os._exit(1)
 
 
 def bind_or_exit(config: ServerConfig, host: Host) -> socket.socket:
