@@ -16,12 +16,11 @@ from runserver_plus.server.wsgi import (
     WSGIEnviron,
     base_environ,
     build_environ,
+    http_date,
     parse_status,
     response_headers,
     split_target,
 )
-
-DATE = b"Sun, 06 Nov 1994 08:49:37 GMT"
 
 # --- split_target -------------------------------------------------------------
 
@@ -225,36 +224,31 @@ def test_build_environ_ignores_the_process_environment(
 # --- response_headers ---------------------------------------------------------
 
 
-def names(headers: list[tuple[bytes, bytes]]) -> list[bytes]:
-    return [name.lower() for name, _ in headers]
+def names(lines: list[bytes]) -> list[bytes]:
+    return [line.split(b":", 1)[0].lower() for line in lines]
 
 
 def test_response_headers_adds_date_and_server() -> None:
-    headers, close = response_headers([("Content-Type", "text/plain")], DATE)
-    assert headers == [
-        (b"Content-Type", b"text/plain"),
-        (b"Date", DATE),
-        (b"Server", SERVER_SOFTWARE.encode()),
-    ]
+    before = http_date()
+    lines, close, length = response_headers([("Content-Type", "text/plain")])
+    assert lines[0] == b"Content-Type: text/plain\r\n"
+    assert lines[1] in (b"Date: " + d + b"\r\n" for d in (before, http_date()))
+    assert lines[2] == b"Server: " + SERVER_SOFTWARE.encode() + b"\r\n"
+    assert len(lines) == 3
     assert close is False
-
-
-def test_response_headers_server_argument() -> None:
-    headers, _ = response_headers([], DATE, b"custom/1")
-    assert (b"Server", b"custom/1") in headers
+    assert length is None
 
 
 def test_response_headers_keeps_the_apps_date_and_server() -> None:
-    app_headers = [("date", "yesterday"), ("SERVER", "mine")]
-    headers, _ = response_headers(app_headers, DATE)
-    assert headers == [(b"date", b"yesterday"), (b"SERVER", b"mine")]
+    lines, _, _ = response_headers([("date", "yesterday"), ("SERVER", "mine")])
+    assert lines == [b"date: yesterday\r\n", b"SERVER: mine\r\n"]
 
 
 @pytest.mark.parametrize("name", sorted(HOP_BY_HOP))
 def test_response_headers_drops_hop_by_hop(name: str) -> None:
-    headers, _ = response_headers([(name.title(), "x"), ("X-Kept", "1")], DATE)
-    assert name.encode() not in names(headers)
-    assert b"x-kept" in names(headers)
+    lines, _, _ = response_headers([(name.title(), "x"), ("X-Kept", "1")])
+    assert name.encode() not in names(lines)
+    assert b"x-kept" in names(lines)
 
 
 def test_hop_by_hop_set() -> None:
@@ -281,20 +275,48 @@ def test_hop_by_hop_set() -> None:
     ],
 )
 def test_response_headers_detects_connection_close(value: str, close: bool) -> None:
-    headers, wants_close = response_headers([("Connection", value)], DATE)
+    lines, wants_close, _ = response_headers([("Connection", value)])
     assert wants_close is close
-    assert b"connection" not in names(headers)
+    assert b"connection" not in names(lines)
 
 
 def test_response_headers_encodes_latin1() -> None:
-    headers, _ = response_headers([("X-Name", "caf\xe9")], DATE)
-    assert headers[0] == (b"X-Name", b"caf\xe9")
+    lines, _, _ = response_headers([("X-Name", "caf\xe9")])
+    assert lines[0] == b"X-Name: caf\xe9\r\n"
 
 
 def test_response_headers_keeps_repeated_headers() -> None:
-    app_headers = [("Set-Cookie", "a=1"), ("Set-Cookie", "b=2")]
-    headers, _ = response_headers(app_headers, DATE)
-    assert headers[:2] == [(b"Set-Cookie", b"a=1"), (b"Set-Cookie", b"b=2")]
+    lines, _, _ = response_headers([("Set-Cookie", "a=1"), ("Set-Cookie", "b=2")])
+    assert lines[:2] == [b"Set-Cookie: a=1\r\n", b"Set-Cookie: b=2\r\n"]
+
+
+def test_response_headers_returns_the_declared_length() -> None:
+    _, _, length = response_headers([("Content-Length", "14")])
+    assert length == 14
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        ("X-Split", "a\r\nSet-Cookie: evil=1"),
+        ("X-Split", "a\nb"),
+        ("X-Nul", "a\x00b"),
+        ("Bad Name", "x"),
+        ("Bad:Name", "x"),
+        ("", "x"),
+        ("Content-Length", "-1"),
+        ("Content-Length", "1e3"),
+        ("Content-Length", "\u0661"),
+    ],
+)
+def test_response_headers_refuse_what_could_split_the_response(header) -> None:
+    with pytest.raises(ValueError, match="invalid"):
+        response_headers([header])
+
+
+def test_two_content_lengths_are_refused() -> None:
+    with pytest.raises(ValueError, match="invalid Content-Length"):
+        response_headers([("Content-Length", "1"), ("Content-Length", "1")])
 
 
 # --- parse_status ---------------------------------------------------------------

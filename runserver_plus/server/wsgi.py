@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import io
+import re
 import sys
+import time
 from collections.abc import Callable, Iterable, Iterator
+from email.utils import formatdate
 from types import TracebackType
 from typing import IO, Any, Protocol
 from urllib.parse import unquote_to_bytes
@@ -161,31 +164,59 @@ def build_environ(
     return environ
 
 
-def response_headers(
-    headers: list[tuple[str, str]], date: bytes, server: bytes = b""
-) -> tuple[list[tuple[bytes, bytes]], bool]:
-    """Encode the app's headers for the wire and drop hop-by-hop ones.
+_date_cache: tuple[int, bytes] = (0, b"")
 
-    Returns the headers and whether the app asked for the connection to close
-    (``Connection: close``, the one hop-by-hop header with a meaning we keep).
+
+def http_date() -> bytes:
+    """The current ``Date`` header value, formatted at most once a second."""
+    global _date_cache  # noqa: PLW0603 - a per-second cache shared by all threads
+    now = int(time.time())
+    if _date_cache[0] != now:
+        _date_cache = (now, formatdate(now, usegmt=True).encode("ascii"))
+    return _date_cache[1]
+
+
+# RFC 9110 §5.1 (token) and §5.5 (no CR, LF or NUL in a value): anything else
+# could split the response.
+_FIELD_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_BAD_VALUE = re.compile(r"[\r\n\x00]")
+_SERVER_LINE = f"Server: {SERVER_SOFTWARE}\r\n".encode("ascii")
+
+
+def response_headers(
+    headers: list[tuple[str, str]],
+) -> tuple[list[bytes], bool, int | None]:
+    """Encode the app's headers as wire lines, without hop-by-hop ones.
+
+    Returns the lines (``b"Name: value\r\n"``, with ``Date`` and ``Server``
+    added unless the app set them), whether the app asked for the connection
+    to close (``Connection: close``, the one hop-by-hop header we honour) and
+    the declared Content-Length. ``ValueError`` for a header that could not
+    go on the wire as it is.
     """
-    encoded: list[tuple[bytes, bytes]] = []
-    close = False
-    has_date = has_server = False
+    lines: list[bytes] = []
+    close = has_date = has_server = False
+    length: int | None = None
     for name, value in headers:
         lower = name.lower()
         if lower in HOP_BY_HOP:
             if lower == "connection" and "close" in value.lower():
                 close = True
             continue
+        if not _FIELD_NAME.fullmatch(name) or _BAD_VALUE.search(value):
+            raise ValueError(f"invalid response header {name!r}: {value!r}")
+        if lower == "content-length":
+            if not (value.isascii() and value.isdigit()) or length is not None:
+                raise ValueError(f"invalid Content-Length {value!r}")
+            length = int(value)
         has_date = has_date or lower == "date"
         has_server = has_server or lower == "server"
-        encoded.append((name.encode("latin-1"), value.encode("latin-1")))
+        lines.append(f"{name}: {value}\r\n".encode("latin-1"))
     if not has_date:
-        encoded.append((b"Date", date))
+        lines.append(b"Date: " + http_date() + b"\r\n")
     if not has_server:
-        encoded.append((b"Server", server or SERVER_SOFTWARE.encode("ascii")))
-    return encoded, close
+        lines.append(_SERVER_LINE)
+    return lines, close, length
 
 
 def parse_status(status: str) -> tuple[int, bytes]:

@@ -1,0 +1,174 @@
+"""One request as it arrives: the head checks, h11 parsing, and the body stream."""
+
+from __future__ import annotations
+
+import re
+import tempfile
+from collections.abc import Callable, Iterable
+from typing import IO
+
+import h11
+
+from runserver_plus.server.response import ClientGone
+
+# Limits, with the statuses RFC 9112 and RFC 6585 give them.
+MAX_REQUEST_LINE = 65536  # bytes; longer -> 414, as Django's server
+MAX_HEAD = 256 * 1024  # bytes of request line + headers; more -> 431
+MAX_HEADERS = 100  # header lines; more -> 431, as Django's server
+#: Chunked request bodies larger than this go to a temporary file.
+SPOOL_IN_MEMORY = 1024 * 1024  # bytes
+READ_SIZE = 65536  # bytes
+
+HEAD_END = re.compile(rb"\r?\n\r?\n")
+_OBS_FOLD = re.compile(rb"(?:^|\n)[ \t]")
+_HTTP_VERSION = re.compile(rb"HTTP/([0-9]+)\.[0-9]+")
+
+
+class ProtocolError(Exception):
+    """A request the server answers itself with an error status."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+def parse_head(head: bytes) -> tuple[h11.Request, h11.Connection]:
+    """Validate a request head and parse it with h11; ``ProtocolError`` if bad.
+
+    h11 checks the syntax (methods, targets, field names and values,
+    Content-Length, Transfer-Encoding, Host for HTTP/1.1); we add what it
+    lets through: obs-fold, Content-Length with Transfer-Encoding, other
+    major versions (505) and the limits (414, 431).
+    """
+    line_end = head.find(b"\n")
+    request_line = head[:line_end].rstrip(b"\r")
+    if len(request_line) > MAX_REQUEST_LINE:
+        raise ProtocolError(414, "Request-URI Too Long")
+    parts = request_line.split(b" ")
+    version = _HTTP_VERSION.fullmatch(parts[2]) if len(parts) == 3 else None
+    if version is not None and version[1] != b"1":
+        # RFC 9110 §2.5: only another major version is unsupported (a
+        # 1.x is served as 1.1). Worded as Django's server words it.
+        number = parts[2][5:].decode("ascii")
+        raise ProtocolError(505, f"Invalid HTTP version ({number})")
+    fields = head[line_end + 1 :]
+    if _OBS_FOLD.search(fields.rstrip(b"\r\n")):
+        raise ProtocolError(400, "Obsolete line folding in a header")
+    if fields.count(b"\n") - 1 > MAX_HEADERS:
+        raise ProtocolError(431, "Too many headers")
+    conn = h11.Connection(h11.SERVER, max_incomplete_event_size=len(head) + 1)
+    conn.receive_data(head)
+    try:
+        event = conn.next_event()
+    except h11.RemoteProtocolError as error:
+        raise ProtocolError(error.error_status_hint, h11_reason(error)) from None
+    if not isinstance(event, h11.Request):
+        raise ProtocolError(400, "Bad request syntax")
+    names = {name for name, _ in event.headers}
+    if b"transfer-encoding" in names and b"content-length" in names:
+        raise ProtocolError(400, "Content-Length with Transfer-Encoding")
+    return event, conn
+
+
+_H11_REPR = re.compile(r": bytearray\(b.*\)$", re.DOTALL)
+
+
+def h11_reason(error: h11.RemoteProtocolError) -> str:
+    """h11's message without the raw bytes it quotes (the log shows the line)."""
+    return _H11_REPR.sub("", str(error))
+
+
+class RequestBody:
+    """``wsgi.input``: the body as h11 decodes it, read from the socket on demand.
+
+    ``recv`` returns the next bytes from the client, raising ``ClientGone`` on
+    EOF or timeout, which reads as the end of a short body.
+    """
+
+    def __init__(self, recv: Callable[[], bytes], conn: h11.Connection) -> None:
+        self._recv = recv
+        self._conn = conn
+        self._buffer = b""
+        self._done = False
+        self.broken = False
+
+    def _next_chunk(self) -> bytes:
+        while not self._done:
+            event = self._conn.next_event()
+            if isinstance(event, h11.Data):
+                return bytes(event.data)
+            if isinstance(event, h11.EndOfMessage):
+                self._done = True
+            elif event is h11.NEED_DATA:
+                try:
+                    self._conn.receive_data(self._recv())
+                except ClientGone:
+                    # As a short read, like Django's server: the app sees
+                    # less than announced and the connection is not reused.
+                    self._done = self.broken = True
+            else:  # pragma: no cover - h11 yields nothing else for a body
+                raise ClientGone(f"unexpected {event!r}")
+        return b""
+
+    def read(self, size: int | None = -1) -> bytes:
+        if size is None or size < 0:
+            parts = [self._buffer]
+            while chunk := self._next_chunk():
+                parts.append(chunk)
+            self._buffer = b""
+            return b"".join(parts)
+        while len(self._buffer) < size and (chunk := self._next_chunk()):
+            self._buffer += chunk
+        data, self._buffer = self._buffer[:size], self._buffer[size:]
+        return data
+
+    def readline(self, size: int | None = -1) -> bytes:
+        limit = None if size is None or size < 0 else size
+        while b"\n" not in self._buffer and (
+            limit is None or len(self._buffer) < limit
+        ):
+            chunk = self._next_chunk()
+            if not chunk:
+                break
+            self._buffer += chunk
+        end = self._buffer.find(b"\n") + 1 or len(self._buffer)
+        if limit is not None:
+            end = min(end, limit)
+        line, self._buffer = self._buffer[:end], self._buffer[end:]
+        return line
+
+    def close(self) -> None:
+        """Nothing to release: the connection owns the socket."""
+
+    def readlines(self, hint: int = -1) -> list[bytes]:
+        return list(iter(self.readline, b""))
+
+    def __iter__(self) -> Iterable[bytes]:
+        return iter(self.readline, b"")
+
+    def drain(self, limit: int) -> bool:
+        """Read and drop the rest of the body; False if more than ``limit`` bytes."""
+        seen = len(self._buffer)
+        self._buffer = b""
+        while seen <= limit and (chunk := self._next_chunk()):
+            seen += len(chunk)
+        return self._done and not self.broken
+
+
+def decode_chunked(body: RequestBody) -> tuple[IO[bytes], int | None]:
+    """Read a whole chunked body so the app sees a plain one with a length."""
+    spool: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY)  # noqa: SIM115 - closed with the request
+    try:
+        total = 0
+        while chunk := body.read(READ_SIZE):
+            spool.write(chunk)
+            total += len(chunk)
+        if body.broken:
+            # The length is ours to announce, so a cut body would look whole.
+            raise ClientGone("chunked body cut short")
+    except BaseException:
+        spool.close()
+        raise
+    spool.seek(0)
+    return spool, total
