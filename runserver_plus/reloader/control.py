@@ -51,9 +51,11 @@ class Channel:
                 yield message
 
     def close(self) -> None:
-        self._reader.close()
+        # Shut down first: that wakes a thread blocked reading this channel,
+        # which holds the reader's lock that close() needs.
         with contextlib.suppress(OSError):  # the other side may be gone already
             self.sock.shutdown(socket.SHUT_RDWR)
+        self._reader.close()
         self.sock.close()
 
 
