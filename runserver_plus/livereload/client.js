@@ -6,17 +6,31 @@
   var base = script ? script.src.replace(/livereload\.js(\?.*)?$/, "") : "/__runserver_plus__/";
 
   function swapStylesheets() {
+    // Group the links by their URL without our cache-buster, so a swap that
+    // comes while the last one still loads replaces it instead of adding up.
+    var groups = new Map();
     var links = document.querySelectorAll('link[rel~="stylesheet"][href]');
-    var stamp = String(Date.now());
     Array.prototype.forEach.call(links, function (link) {
       var url = new URL(link.href, location.href);
       if (url.origin !== location.origin) return;
+      url.searchParams.delete("livereload");
+      var key = url.href;
+      if (!groups.has(key)) groups.set(key, []);
+      groups.get(key).push(link);
+    });
+    var stamp = String(Date.now());
+    groups.forEach(function (group) {
+      var newest = group[group.length - 1];
+      var url = new URL(newest.href, location.href);
       url.searchParams.set("livereload", stamp);
-      var fresh = link.cloneNode(false);
+      var fresh = newest.cloneNode(false);
       fresh.href = url.href;
-      fresh.addEventListener("load", function () { link.remove(); });
-      fresh.addEventListener("error", function () { link.remove(); });
-      link.after(fresh);
+      var done = function () {
+        group.forEach(function (old) { old.remove(); });
+      };
+      fresh.addEventListener("load", done);
+      fresh.addEventListener("error", done);
+      newest.after(fresh);
     });
   }
 

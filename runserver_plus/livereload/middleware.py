@@ -92,9 +92,13 @@ def inject_script(body: bytes) -> bytes | None:
 
 def _is_loopback(address: str) -> bool:
     try:
-        return ipaddress.ip_address(address).is_loopback
+        ip = ipaddress.ip_address(address)
     except ValueError:
         return False
+    # A [::] socket also takes IPv4: 127.0.0.1 arrives as ::ffff:127.0.0.1,
+    # which Python < 3.13 does not call loopback.
+    mapped = getattr(ip, "ipv4_mapped", None)
+    return (mapped or ip).is_loopback
 
 
 class LiveReloadApp:
@@ -114,16 +118,20 @@ class LiveReloadApp:
             if reserved is not None:
                 return reserved
         captured: list[Any] = []
+        returned = False
 
         def capture(
             status: str, headers: list[tuple[str, str]], exc_info: Any = None
         ) -> Callable[[bytes], object]:
-            if exc_info is not None or not _is_html(headers):
+            # Only a response started before the app returned can still be
+            # changed; one started lazily, on iteration, goes through as is.
+            if returned or exc_info is not None or not _is_html(headers):
                 return start_response(status, headers, exc_info)
             captured[:] = [status, headers]
             return _refuse_write
 
         result = self.app(environ, capture)
+        returned = True
         if not captured:
             return result
         status, headers = captured

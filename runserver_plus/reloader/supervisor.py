@@ -287,6 +287,11 @@ class Supervisor:
             return
         if code == 3:
             self._spawn()  # Django's "restart me" (its reloader ran in the worker)
+        elif self.pending:
+            # A change (perhaps the fix) came while this worker started:
+            # start again rather than show an error that may be gone.
+            pending, self.pending = self.pending, []
+            self._restart(pending[0])
         elif worker.state == "starting":
             self._broken(worker.stderr_tail or f"The worker exited with code {code}.")
         else:
@@ -330,6 +335,8 @@ class Supervisor:
         for change, path in sorted(changes, key=lambda c: c[1]):
             if change.name == "added" and os.path.isdir(path):
                 rescan = True
+            elif change.name == "deleted" and self.watcher.forget(Path(path)):
+                rescan = True  # a directory went; if it comes back, watch it anew
             else:
                 paths.append(path)
         if rescan:

@@ -10,6 +10,7 @@ import re
 import site
 import sysconfig
 import threading
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -133,31 +134,46 @@ class WatchRules:
         ignored = tuple(os.path.join(str(p), "") for p in self.ignored)
         return ignored + _system_prefixes()
 
+    @functools.cached_property
+    def _bases(self) -> tuple[Path, ...]:
+        """Roots and offered directories, deepest first."""
+        bases = {*self.roots, *(d for d, _ in self.offered)}
+        return tuple(sorted(bases, key=lambda p: len(p.parts), reverse=True))
+
     def is_ignored_dir(self, path: Path) -> bool:
-        if path.name in IGNORED_DIR_NAMES or (path / "pyvenv.cfg").exists():
+        if path.name in IGNORED_DIR_NAMES or _is_virtualenv(str(path)):
             return True
         return _is_under(str(path), self._ignored)
 
     def classify(self, path: str) -> Action:
-        """What a change to ``path`` (absolute) asks for."""
+        """What a change to ``path`` (absolute) asks for.
+
+        Directory names are judged below the watched directory only, so a
+        project may itself live in, say, ``~/venv/site``.
+        """
         file = Path(path)
         if IGNORED_FILE_NAMES.search(file.name):
             return Action.IGNORE
-        if any(part in IGNORED_DIR_NAMES for part in file.parts[:-1]):
-            return Action.IGNORE
+        base = next((b for b in self._bases if b in file.parents), None)
+        relative = file.relative_to(base) if base is not None else file
+        for depth, part in enumerate(relative.parts[:-1], start=1):
+            if part in IGNORED_DIR_NAMES:
+                return Action.IGNORE
+            if _is_virtualenv(
+                str((base or Path(file.anchor)).joinpath(*relative.parts[:depth]))
+            ):
+                return Action.IGNORE
         if _is_under(path, self._ignored):
             return Action.IGNORE
-        posix = file.as_posix()
-        if any(_matches(rx, posix) for rx in self._exclude):
+        names = (relative.as_posix(), file.as_posix())
+        if any(_matches(rx, names) for rx in self._exclude):
             return Action.IGNORE
-        if file.suffix == ".py" or any(_matches(rx, posix) for rx in self._include):
+        if file.suffix == ".py" or any(_matches(rx, names) for rx in self._include):
             return Action.RESTART
         for directory, rx in self._offered:
-            try:
-                relative = file.relative_to(directory).as_posix()
-            except ValueError:
-                continue
-            if rx.match(relative):
+            if directory in file.parents and rx.match(
+                file.relative_to(directory).as_posix()
+            ):
                 return Action.OFFER
         return Action.IGNORE
 
@@ -184,16 +200,23 @@ class WatchRules:
 
 
 def _user_glob(pattern: str) -> re.Pattern[str]:
-    """An option glob: a bare name pattern matches in any directory."""
+    """An option glob, matched against the path below the watched directory
+    (an absolute pattern against the absolute path); a bare name pattern
+    matches in any directory."""
     if not pattern.startswith(("/", "**")):
         pattern = "**/" + pattern
     return glob_to_regex(pattern)
 
 
-def _matches(rx: re.Pattern[str], posix_path: str) -> bool:
-    return (
-        rx.match(posix_path.lstrip("/")) is not None or rx.match(posix_path) is not None
-    )
+def _matches(rx: re.Pattern[str], names: tuple[str, str]) -> bool:
+    relative, absolute = names
+    return rx.match(absolute if rx.pattern.startswith("/") else relative) is not None
+
+
+@functools.lru_cache(maxsize=4096)
+def _is_virtualenv(directory: str) -> bool:
+    """A virtualenv, whatever its name, has a pyvenv.cfg at its top."""
+    return os.path.exists(os.path.join(directory, "pyvenv.cfg"))
 
 
 Changes = set[tuple[watchfiles.Change, str]]
@@ -212,6 +235,8 @@ class Watcher:
     #: most ``DEBOUNCE`` ms: a branch switch arrives as one batch.
     DEBOUNCE = 1600  # ms
     STEP = 50  # ms
+    #: How often forced polling looks (for mounts without OS events).
+    POLL_INTERVAL = 0.3  # s
 
     def __init__(
         self, on_changes: Callable[[Changes], None], *, force_polling: bool
@@ -239,6 +264,16 @@ class Watcher:
             self._threads.append(thread)
         thread.start()
 
+    def forget(self, directory: Path) -> bool:
+        """A watched directory was removed: its OS watch died with it, so a
+        directory made again at that path needs a new one. True if it was
+        watched."""
+        with self._lock:
+            if directory not in self._watched:
+                return False
+            self._watched.discard(directory)
+            return True
+
     @property
     def directories(self) -> set[Path]:
         with self._lock:
@@ -255,6 +290,9 @@ class Watcher:
         existing = [d for d in directories if os.path.isdir(d)]
         if not existing:
             return
+        if self._force_polling:
+            self._poll(existing)
+            return
         for changes in watchfiles.watch(
             *existing,
             watch_filter=None,
@@ -263,8 +301,60 @@ class Watcher:
             stop_event=self._stop,
             rust_timeout=1000,
             recursive=False,
-            force_polling=self._force_polling or None,
             raise_interrupt=False,
             ignore_permission_denied=True,
         ):
             self._on_changes(changes)
+
+    def _poll(self, directories: list[str]) -> None:
+        """Poll with our own stat snapshots, comparing nanosecond mtimes and
+        sizes: watchfiles' poller misses a second save within the same second."""
+        before = _snapshot(directories)
+        while not self._stop.wait(self.POLL_INTERVAL):
+            after = _snapshot(directories)
+            changes = _diff(before, after)
+            deadline = time.monotonic() + self.DEBOUNCE / 1000
+            while changes and time.monotonic() < deadline:
+                if self._stop.wait(self.STEP / 1000):
+                    return
+                latest = _snapshot(directories)
+                more = _diff(after, latest)
+                if not more:
+                    break
+                changes |= more
+                after = latest
+            before = after
+            if changes:
+                self._on_changes(changes)
+
+
+Stat = tuple[int, int]
+
+
+def _snapshot(directories: list[str]) -> dict[str, Stat]:
+    """``path -> (mtime_ns, size)`` for the entries of each directory."""
+    found: dict[str, Stat] = {}
+    for directory in directories:
+        try:
+            entries = list(os.scandir(directory))
+        except OSError:
+            continue  # removed since: its parent reports that
+        for entry in entries:
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            found[entry.path] = (st.st_mtime_ns, st.st_size)
+    return found
+
+
+def _diff(before: dict[str, Stat], after: dict[str, Stat]) -> Changes:
+    changes: Changes = set()
+    for path, stat in after.items():
+        old = before.get(path)
+        if old is None:
+            changes.add((watchfiles.Change.added, path))
+        elif old != stat:
+            changes.add((watchfiles.Change.modified, path))
+    changes.update((watchfiles.Change.deleted, p) for p in before.keys() - after.keys())
+    return changes

@@ -166,11 +166,11 @@ class Worker:
         claimed (template and translation reloaders claim theirs, so nothing
         restarts). With live reload, static files are ours to claim."""
         claimed_all = True
+        static: list[str] = []
         reload_pages = False
         for path in paths:
             if self.hub is not None and self._is_static(path):
-                kind = "css" if path.endswith(".css") else "reload"
-                self.hub.broadcast({"type": kind, "path": path})
+                static.append(path)
                 continue
             results = autoreload.file_changed.send(
                 sender=self.reloader, file_path=Path(path)
@@ -179,8 +179,13 @@ class Worker:
                 reload_pages = True
             else:
                 claimed_all = False
-        if reload_pages and claimed_all and self.hub is not None:
-            self.hub.broadcast({"type": "reload"})
+        if self.hub is not None and claimed_all and (static or reload_pages):
+            # One message per batch: a stylesheet swap only when nothing but
+            # stylesheets (and their source maps) changed.
+            css_only = not reload_pages and all(
+                p.endswith((".css", ".css.map")) for p in static
+            )
+            self.hub.broadcast({"type": "css" if css_only else "reload"})
         return claimed_all
 
     def _is_static(self, path: str) -> bool:

@@ -37,6 +37,9 @@ MAX_DRAIN = 1024 * 1024  # bytes
 #: Largest piece handed to one sendall(), so a send timeout measures progress.
 MAX_SEND = 1024 * 1024  # bytes
 RECV_SIZE = 65536  # bytes
+#: How long a connection accepted just before a stop may take to send its
+#: first request: the client did nothing wrong, so it still gets an answer.
+FRESH_GRACE = 0.5  # s
 #: Longest request line shown in the log (a 414 can be 64 KiB long).
 LOGGED_LINE = 1000  # characters
 
@@ -69,14 +72,27 @@ class Connection:
         self._lock = threading.Lock()
         self._idle = True
         self._closing = False
+        self._served = 0  # requests answered so far
         self._timeout: float | None = None
 
     # --- life cycle, seen from the server ---------------------------------
 
     def close_if_idle(self) -> None:
-        """Ask the connection to stop; wake it at once if it waits for a request."""
+        """Ask the connection to stop; wake it at once if it waits between
+        requests. One that has not sent its first request yet gets a moment."""
         with self._lock:
             self._closing = True
+            if not self._idle:
+                return
+            if self._served:
+                _shutdown(self.sock)
+                return
+        timer = threading.Timer(FRESH_GRACE, self._shutdown_if_idle)
+        timer.daemon = True
+        timer.start()
+
+    def _shutdown_if_idle(self) -> None:
+        with self._lock:
             if self._idle:
                 _shutdown(self.sock)
 
@@ -135,7 +151,7 @@ class Connection:
             if len(buffer) > MAX_HEAD:
                 raise ProtocolError(431, "Request header fields too large")
             with self._lock:
-                if self._closing and not buffer:
+                if self._closing and self._served and not buffer:
                     return None
                 self._idle = not buffer
             timeout = (
@@ -212,6 +228,7 @@ class Connection:
                 time.perf_counter() - started,
                 self.sock,
             )
+        self._served += 1
         if not response.keep_alive:
             return False
         try:

@@ -1,0 +1,1 @@
+"""Browser tests: headless Chromium on pages served by runserver --livereload."""

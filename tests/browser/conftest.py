@@ -1,0 +1,75 @@
+"""Headless Chromium through Playwright, and the e2e fixtures for a project copy."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+import pytest
+
+# The e2e fixtures (a migrated project copy, start_server) and the hook that
+# attaches the servers' output to a failed test's report.
+from tests.e2e.conftest import (  # noqa: F401
+    migrated_project,
+    project_dir,
+    pytest_runtest_makereport,
+    start_server,
+)
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser, BrowserContext, Page
+
+#: Chromium flags for a headless run in CI and containers: no sandbox (root in
+#: a container), and nothing that talks to the network on its own.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+#: Upper bound for Playwright actions (goto, evaluate) a test does not bound itself.
+ACTION_TIMEOUT = 10_000  # ms
+LAUNCH_TIMEOUT = 30_000  # ms
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Browser]:
+    """One headless Chromium for the session; skips when it cannot run here."""
+    executable = shutil.which("chromium")
+    if executable is None:
+        pytest.skip("no Chromium: `apt-get install chromium` (Debian) to run this")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.skip("no Playwright: `pip install playwright` to run this")
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(
+            executable_path=executable,
+            args=CHROMIUM_ARGS,
+            headless=True,
+            timeout=LAUNCH_TIMEOUT,
+        )
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+@pytest.fixture
+def context(browser: Browser) -> Iterator[BrowserContext]:
+    """A fresh browser profile: no cache, no SharedWorker from another test."""
+    context = browser.new_context()
+    context.set_default_timeout(ACTION_TIMEOUT)
+    try:
+        yield context
+    finally:
+        context.close()
+
+
+@pytest.fixture
+def page(context: BrowserContext) -> Page:
+    return context.new_page()
