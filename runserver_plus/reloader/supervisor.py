@@ -29,6 +29,9 @@ logger = logging.getLogger("django.utils.autoreload")
 
 #: Time a stopped worker gets beyond the drain bound before it is killed.
 KILL_GRACE = 1.0  # s
+#: How long a worker that Django's fallback took over may go on writing its
+#: traceback before it is ended.
+TRACEBACK_SETTLE = 0.3  # s
 #: The tail of a worker's stderr kept for the error page.
 STDERR_TAIL = 64 * 1024  # bytes
 #: What Django's reloader thread prints when ``django.setup()`` failed and
@@ -67,6 +70,7 @@ class WorkerProcess:
         if _started_unbuffered():
             env.setdefault("PYTHONUNBUFFERED", "1")  # -u is not in the child's args
         self._stderr_tail = bytearray()
+        self._fallback_seen = False
         try:
             self.process = subprocess.Popen(
                 autoreload.get_child_arguments(),
@@ -111,7 +115,12 @@ class WorkerProcess:
                 sys.stderr.write(chunk.decode("utf-8", "replace"))
             self._stderr_tail += chunk
             del self._stderr_tail[:-STDERR_TAIL]
-            if self.state == "starting" and _DJANGO_THREAD_FAILURE in self._stderr_tail:
+            if (
+                self.state == "starting"
+                and not self._fallback_seen
+                and _DJANGO_THREAD_FAILURE in self._stderr_tail
+            ):
+                self._fallback_seen = True
                 self._events.put(("fallback_failed", self))
         stream.close()
 
@@ -212,10 +221,14 @@ class Supervisor:
             self._exited(event[1], event[2])
         elif kind == "fallback_failed":
             # Django's own runserver took over inside the worker after
-            # django.setup() failed; it has printed the error and waits.
+            # django.setup() failed; it is printing the error and will wait.
+            # Let the traceback arrive whole (the error page shows it), then
+            # end the worker; its exit shows the page.
             worker: WorkerProcess = event[1]
             if worker is self.worker:
-                worker.kill()
+                timer = threading.Timer(TRACEBACK_SETTLE, worker.kill)
+                timer.daemon = True
+                timer.start()
         elif kind == "stop":
             self._stop()
 

@@ -14,7 +14,11 @@ import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-import watchfiles
+from watchfiles import Change
+
+# The documented Rust backend of watchfiles.watch(): used directly to know
+# when a new watch is live (see Watcher).
+from watchfiles._rust_notify import RustNotify
 
 #: Directory names never worth an OS watch: VCS, caches, dependencies, virtualenvs.
 IGNORED_DIR_NAMES = frozenset(
@@ -219,16 +223,17 @@ def _is_virtualenv(directory: str) -> bool:
     return os.path.exists(os.path.join(directory, "pyvenv.cfg"))
 
 
-Changes = set[tuple[watchfiles.Change, str]]
+Changes = set[tuple[Change, str]]
 
 
 class Watcher:
-    """OS file events for a growing set of directories, in background threads.
+    """OS file events for a set of directories, in one background thread.
 
     Each directory gets one non-recursive watch, so ignored trees
-    (``node_modules``) cost no watch at all. ``watchfiles`` cannot add paths to
-    a running watch, and restarting it would lose the changes made meanwhile,
-    so directories added later get a watch group (and thread) of their own.
+    (``node_modules``) cost no watch at all. watchfiles cannot add paths to a
+    running watch, so new directories mean a new watch over all of them; stat
+    snapshots taken before and after the hand-over find what changed in
+    between, so no change is lost.
     """
 
     #: watchfiles batches changes until nothing changed for ``STEP`` ms, for at
@@ -245,8 +250,16 @@ class Watcher:
         self._force_polling = force_polling
         self._watched: set[Path] = set()
         self._lock = threading.Lock()
+        #: What the watched directories held when last looked at, and which
+        #: directories that covers: a new watch compares against it.
+        self._baseline: dict[str, Stat] = {}
+        self._baselined: set[str] = set()
         self._stop = threading.Event()
-        self._threads: list[threading.Thread] = []
+        #: Set when the directories change (or on stop): ends the current watch.
+        self._renew = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, name="runserver_plus-watcher", daemon=True
+        )
 
     def watch(self, directories: Iterable[Path]) -> None:
         """Make sure these directories are watched (others stay watched)."""
@@ -255,14 +268,14 @@ class Watcher:
             if not new or self._stop.is_set():
                 return
             self._watched.update(new)
-            thread = threading.Thread(
-                target=self._run,
-                args=([str(d) for d in new],),
-                name=f"runserver_plus-watcher-{len(self._threads) + 1}",
-                daemon=True,
-            )
-            self._threads.append(thread)
-        thread.start()
+            # Looked at now, in the caller's thread: a change made from here on
+            # is reported even if it lands before the new watch is live.
+            names = [str(d) for d in new]
+            self._baseline.update(_snapshot(names))
+            self._baselined.update(names)
+            if not self._thread.is_alive():
+                self._thread.start()
+        self._renew.set()
 
     def forget(self, directory: Path) -> bool:
         """A watched directory was removed: its OS watch died with it, so a
@@ -281,44 +294,69 @@ class Watcher:
 
     def stop(self) -> None:
         self._stop.set()
-        with self._lock:
-            threads = list(self._threads)
-        for thread in threads:
-            thread.join(5)
+        self._renew.set()
+        if self._thread.is_alive():
+            self._thread.join(5)
 
-    def _run(self, directories: list[str]) -> None:
-        existing = [d for d in directories if os.path.isdir(d)]
-        if not existing:
-            return
+    def _current(self) -> list[str]:
+        return sorted(str(d) for d in self.directories if d.is_dir())
+
+    def _run(self) -> None:
         if self._force_polling:
-            self._poll(existing)
+            self._poll()
             return
-        for changes in watchfiles.watch(
-            *existing,
-            watch_filter=None,
-            debounce=self.DEBOUNCE,
-            step=self.STEP,
-            stop_event=self._stop,
-            rust_timeout=1000,
-            recursive=False,
-            raise_interrupt=False,
-            ignore_permission_denied=True,
-        ):
-            self._on_changes(changes)
+        while not self._stop.is_set():
+            self._renew.clear()
+            directories = self._current()
+            if not directories:
+                self._renew.wait()
+                continue
+            with RustNotify(directories, False, False, 0, False, True) as notify:
+                # The new watch is live: report what changed while no watch
+                # covered the directories (since watch() or the last batch).
+                self._catch_up(directories)
+                while not self._renew.is_set():
+                    raw = notify.watch(self.DEBOUNCE, self.STEP, 0, self._renew)
+                    if isinstance(raw, set):
+                        self._on_changes({(Change(c), p) for c, p in raw})
+                        self._rebase(directories)
 
-    def _poll(self, directories: list[str]) -> None:
+    def _catch_up(self, directories: list[str]) -> None:
+        current = _snapshot(directories)
+        with self._lock:
+            missed = _diff(self._baseline, current, within=self._baselined)
+            self._baseline, self._baselined = current, set(directories)
+        if missed:
+            self._on_changes(missed)
+
+    def _rebase(self, directories: list[str]) -> None:
+        """Take the batch just reported as seen (directories that watch()
+        added meanwhile keep their own baseline)."""
+        current = _snapshot(directories)
+        watched = set(directories)
+        with self._lock:
+            kept = {
+                path: stat
+                for path, stat in self._baseline.items()
+                if os.path.dirname(path) not in watched
+            }
+            self._baseline = {**kept, **current}
+
+    def _poll(self) -> None:
         """Poll with our own stat snapshots, comparing nanosecond mtimes and
         sizes: watchfiles' poller misses a second save within the same second."""
+        directories = self._current()
         before = _snapshot(directories)
         while not self._stop.wait(self.POLL_INTERVAL):
+            known, directories = set(directories), self._current()
             after = _snapshot(directories)
-            changes = _diff(before, after)
+            changes = _diff(before, after, within=known)
             deadline = time.monotonic() + self.DEBOUNCE / 1000
             while changes and time.monotonic() < deadline:
                 if self._stop.wait(self.STEP / 1000):
                     return
                 latest = _snapshot(directories)
-                more = _diff(after, latest)
+                more = _diff(after, latest, within=known)
                 if not more:
                     break
                 changes |= more
@@ -331,7 +369,7 @@ class Watcher:
 Stat = tuple[int, int]
 
 
-def _snapshot(directories: list[str]) -> dict[str, Stat]:
+def _snapshot(directories: Iterable[str]) -> dict[str, Stat]:
     """``path -> (mtime_ns, size)`` for the entries of each directory."""
     found: dict[str, Stat] = {}
     for directory in directories:
@@ -348,13 +386,23 @@ def _snapshot(directories: list[str]) -> dict[str, Stat]:
     return found
 
 
-def _diff(before: dict[str, Stat], after: dict[str, Stat]) -> Changes:
+def _diff(
+    before: dict[str, Stat], after: dict[str, Stat], *, within: set[str]
+) -> Changes:
+    """The changes between two snapshots, in the directories of ``within``
+    (a directory new to the watch has nothing to compare with)."""
     changes: Changes = set()
     for path, stat in after.items():
+        if os.path.dirname(path) not in within:
+            continue
         old = before.get(path)
         if old is None:
-            changes.add((watchfiles.Change.added, path))
+            changes.add((Change.added, path))
         elif old != stat:
-            changes.add((watchfiles.Change.modified, path))
-    changes.update((watchfiles.Change.deleted, p) for p in before.keys() - after.keys())
+            changes.add((Change.modified, path))
+    changes.update(
+        (Change.deleted, p)
+        for p in before.keys() - after.keys()
+        if os.path.dirname(p) in within
+    )
     return changes

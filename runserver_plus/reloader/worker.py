@@ -5,8 +5,9 @@ from __future__ import annotations
 import os
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from django.core.signals import request_finished
 from django.utils import autoreload
 
 from runserver_plus import runner
@@ -46,13 +47,23 @@ class WorkerReloader(autoreload.BaseReloader):
 
 
 class _ModuleReporter:
-    """Tells the supervisor about module files imported after start-up (views
-    imported on the first request, say), so their directories are watched."""
+    """Tells the supervisor which module files are imported, so that their
+    directories (local packages outside the project) are watched too.
+
+    Once when serving begins (not before: the scan takes tens of ms), then
+    after requests, which is when views and their imports load, at most once
+    per ``MODULE_REPORT_INTERVAL``. An idle worker does not wake up for it.
+    """
 
     def __init__(self, reloader: WorkerReloader, stop: threading.Event) -> None:
         self.reloader = reloader
         self.stop = stop
+        self.requested = threading.Event()
         self.reported: set[str] = set()
+
+    def request_seen(self, **kwargs: Any) -> None:
+        """A ``request_finished`` receiver."""
+        self.requested.set()
 
     def report(self) -> None:
         files = self.reloader.watched_module_files()
@@ -62,8 +73,17 @@ class _ModuleReporter:
             self.reloader.channel.send({"event": "modules", "files": sorted(new)})
 
     def run(self) -> None:
-        while not self.stop.wait(MODULE_REPORT_INTERVAL):
+        request_finished.connect(self.request_seen, weak=False)
+        try:
             self.report()
+            while not self.stop.is_set():
+                self.requested.wait()
+                if self.stop.wait(MODULE_REPORT_INTERVAL):
+                    return
+                self.requested.clear()
+                self.report()
+        finally:
+            request_finished.disconnect(self.request_seen)
 
 
 def run_worker(
@@ -121,7 +141,6 @@ class Worker:
         autoreload.autoreload_started.send(sender=self.reloader)
         self.host.announce(self.listen.getsockname()[1])
         reporter = _ModuleReporter(self.reloader, self.stop)
-        reporter.report()
         self.channel.send({"event": "ready"})
         threading.Thread(
             target=reporter.run, name="runserver_plus-modules", daemon=True
