@@ -9,7 +9,7 @@ import socket
 import threading
 from collections.abc import Callable, Iterator
 from types import FrameType
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from django.utils import autoreload
 from django.utils.autoreload import DJANGO_AUTORELOAD_ENV
@@ -17,8 +17,10 @@ from django.utils.autoreload import DJANGO_AUTORELOAD_ENV
 from runserver_plus import output
 from runserver_plus.config import ServerConfig
 from runserver_plus.reloader.control import take_worker_marker
-from runserver_plus.server import Server, bind_error_message, bind_socket
-from runserver_plus.server.wsgi import WSGIApp
+from runserver_plus.server.sockets import bind_error_message, bind_socket
+
+if TYPE_CHECKING:
+    from runserver_plus.server.wsgi import WSGIApp
 
 #: The supervisor passes the listening socket as an inherited descriptor.
 SUPERVISOR_SUPPORTED = os.name == "posix"
@@ -128,6 +130,10 @@ def serve(
     ``drain_timeout`` chooses the drain bound when the stop comes (default:
     the config's).
     """
+    # Imported here: the supervisor never serves the project, so its start
+    # does not pay for the HTTP stack.
+    from runserver_plus.server.server import Server  # noqa: PLC0415
+
     server = Server(sock, app, config, on_thread_exit=host.close_thread_resources)
 
     def accept_loop() -> None:

@@ -12,7 +12,8 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from runserver_plus.config import ServerConfig
-from runserver_plus.server import Server, bind_socket
+from runserver_plus.server.server import Server
+from runserver_plus.server.sockets import bind_socket
 from runserver_plus.server.wsgi import WSGIApp
 from tests.helpers import wait_until
 

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.utils import autoreload
 
@@ -23,7 +23,9 @@ from runserver_plus.config import ServerConfig
 from runserver_plus.reloader.control import WORKER_ENV, Channel, Message, worker_marker
 from runserver_plus.reloader.errorpage import ErrorPage
 from runserver_plus.reloader.watcher import Action, Changes, Watcher, WatchRules
-from runserver_plus.server import Server
+
+if TYPE_CHECKING:
+    from runserver_plus.server.server import Server
 
 logger = logging.getLogger("django.utils.autoreload")
 
@@ -258,6 +260,8 @@ class Supervisor:
     # --- workers ------------------------------------------------------------------
 
     def _spawn(self) -> None:
+        if self.stopping:
+            return  # a late event (a change, a ready worker) must not outlive a stop
         self._stop_error_server()
         self.generation += 1
         logger.info("Watching for file changes with %s", "RunserverPlusReloader")
@@ -280,9 +284,9 @@ class Supervisor:
             self._add_module_roots(message.get("files", []))
         elif worker is not self.worker:
             return
-        elif event == "ready":
+        elif event == "ready" and worker.state == "starting":
             worker.state = "ready"
-            if self.pending:
+            if self.pending and not self.stopping:
                 pending, self.pending = self.pending, []
                 self._handle_paths(pending)
         elif event == "offer_result" and not message.get("claimed"):
@@ -319,6 +323,8 @@ class Supervisor:
             "The project failed to start; runserver_plus answers every request "
             "with the error until a file changes."
         )
+        from runserver_plus.server.server import Server  # noqa: PLC0415 - rarely needed
+
         self._stop_error_server()
         self.error_page = ErrorPage(text, self.generation, debug=self.config.debug)
         self.error_server = Server(self.listen.dup(), self.error_page, self.config)

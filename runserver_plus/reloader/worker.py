@@ -13,7 +13,7 @@ from django.utils import autoreload
 from runserver_plus import runner
 from runserver_plus.livereload.middleware import Hub, LiveReloadApp
 from runserver_plus.reloader.control import Channel
-from runserver_plus.server import adopt_socket
+from runserver_plus.server.sockets import adopt_socket
 
 if TYPE_CHECKING:
     from runserver_plus.config import ServerConfig

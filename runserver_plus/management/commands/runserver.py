@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any, TextIO, cast
+from typing import TYPE_CHECKING, Any, TextIO, cast
 from urllib.parse import urlparse
 
 from django.conf import settings
@@ -15,8 +15,9 @@ from django.db import connections
 
 from runserver_plus import _compat, output, runner
 from runserver_plus.config import MAX_PORT, ServerConfig
-from runserver_plus.server.wsgi import WSGIApp
-from runserver_plus.static import StaticFilesApp
+
+if TYPE_CHECKING:
+    from runserver_plus.server.wsgi import WSGIApp
 
 
 class _FlushingOutput(OutputWrapper):
@@ -176,6 +177,8 @@ class RunserverPlusMixin:
         static_url = urlparse(settings.STATIC_URL)
         if static_url.netloc:
             return handler  # a CDN URL: nothing local to serve, as Django
+        from runserver_plus.static import StaticFilesApp  # noqa: PLC0415 - worker only
+
         return StaticFilesApp(handler, static_url.path)
 
     def announce(self, port: int) -> None:
