@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
@@ -36,16 +37,23 @@ ACTION_TIMEOUT = 10_000  # ms
 LAUNCH_TIMEOUT = 30_000  # ms
 
 
+def _unavailable(reason: str) -> None:
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{reason} (CI installs it: see .ci/run)", pytrace=False)
+    pytest.skip(reason)
+
+
 @pytest.fixture(scope="session")
 def browser() -> Iterator[Browser]:
-    """One headless Chromium for the session; skips when it cannot run here."""
+    """One headless Chromium for the session; skips when it cannot run here,
+    except on CI (``CI=true``), whose .ci/run installs it: there it fails."""
     executable = shutil.which("chromium")
     if executable is None:
-        pytest.skip("no Chromium: `apt-get install chromium` (Debian) to run this")
+        _unavailable("no Chromium: `apt-get install chromium` (Debian) to run this")
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
-        pytest.skip("no Playwright: `pip install playwright` to run this")
+        _unavailable("no Playwright: `pip install playwright` to run this")
     with sync_playwright() as playwright:
         chromium = playwright.chromium.launch(
             executable_path=executable,

@@ -1,0 +1,191 @@
+"""Start and stop one `manage.py runserver` process on a temporary testproject copy."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+TESTPROJECT = REPO_ROOT / "testproject"
+
+START_TIMEOUT = 60.0  # s, from spawn to the port accepting connections
+STOP_TIMEOUT = 10.0  # s, from SIGTERM to exit, before SIGKILL
+POLL_INTERVAL = 0.1  # s, between two connection attempts while starting
+MIGRATE_TIMEOUT = 120.0  # s
+
+#: Left out of the copy: local state of a developer's checkout.
+COPY_IGNORE = shutil.ignore_patterns(
+    "__pycache__", "*.pyc", "db.sqlite3*", "staticroot", "media"
+)
+
+
+class ServerError(RuntimeError):
+    """A server did not start, or died while it was being measured."""
+
+
+def copy_testproject(destination: Path) -> Path:
+    """Copy testproject/ into ``destination`` and return the copy's directory."""
+    project = destination / "testproject"
+    shutil.copytree(TESTPROJECT, project, ignore=COPY_IGNORE)
+    return project
+
+
+def server_env(*, django_runserver: bool) -> dict[str, str]:
+    """The environment of a server process: ours by default, Django's on request."""
+    env = dict(os.environ)
+    env["DJANGO_SETTINGS_MODULE"] = "testproject.settings"
+    env["DJANGO_RUNSERVER_HIDE_WARNING"] = "true"
+    env["PYTHONUNBUFFERED"] = "1"
+    env.pop("TESTPROJECT_DJANGO_RUNSERVER", None)
+    if django_runserver:
+        # testproject's settings then leave runserver_plus out of INSTALLED_APPS.
+        env["TESTPROJECT_DJANGO_RUNSERVER"] = "1"
+    return env
+
+
+def migrate(project: Path) -> None:
+    """Run `manage.py migrate` once in the copy, raising with its output on failure."""
+    result = subprocess.run(
+        [sys.executable, "manage.py", "migrate", "--noinput"],
+        cwd=project,
+        # Without runserver_plus: the schema is the same, and a broken package
+        # then shows up as "our server failed to start", with its output.
+        env=server_env(django_runserver=True),
+        capture_output=True,
+        text=True,
+        timeout=MIGRATE_TIMEOUT,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise ServerError(
+            f"manage.py migrate failed with exit code {result.returncode}:\n"
+            f"{result.stdout}{result.stderr}"
+        )
+
+
+def free_port() -> int:
+    """A port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class ServerProcess:
+    """`python manage.py runserver 127.0.0.1:<port> --noreload` in its own session.
+
+    Output goes to files (a pipe nobody reads would fill up and block the
+    server's request log); :meth:`output` reads them back for error messages.
+    """
+
+    def __init__(self, name: str, project: Path, env: Mapping[str, str]) -> None:
+        self.name = name
+        self.project = project
+        self.env = dict(env)
+        self.port = 0
+        self.exit_code: int | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._log_dir = project.parent / f"log-{name}"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        """Spawn the server and return once its port accepts connections."""
+        self._log_dir.mkdir(exist_ok=True)
+        self.port = free_port()
+        command = [
+            sys.executable,
+            "manage.py",
+            "runserver",
+            f"127.0.0.1:{self.port}",
+            "--noreload",
+        ]
+        with (
+            open(self._log_dir / "stdout", "wb") as stdout,
+            open(self._log_dir / "stderr", "wb") as stderr,
+        ):
+            self._proc = subprocess.Popen(
+                command,
+                cwd=self.project,
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=stdout,
+                stderr=stderr,
+                start_new_session=True,
+            )
+        self._wait_until_accepting()
+
+    def _wait_until_accepting(self) -> None:
+        assert self._proc is not None
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1.0):
+                    return
+            except OSError:
+                pass
+            try:
+                # Doubles as the pause between attempts and the liveness check.
+                code = self._proc.wait(timeout=POLL_INTERVAL)
+            except subprocess.TimeoutExpired:
+                continue
+            self.exit_code = code
+            raise ServerError(
+                f"{self.name} exited with code {code} before accepting "
+                f"connections on port {self.port}.\n{self.output()}"
+            )
+        self.stop()
+        raise ServerError(
+            f"{self.name} did not accept connections on port {self.port} within "
+            f"{START_TIMEOUT:.0f} s.\n{self.output()}"
+        )
+
+    def check_alive(self) -> None:
+        """Raise :class:`ServerError` with the server's output if it has exited."""
+        if self._proc is not None and self._proc.poll() is not None:
+            self.exit_code = self._proc.returncode
+            raise ServerError(
+                f"{self.name} exited with code {self.exit_code} during the "
+                f"benchmark.\n{self.output()}"
+            )
+
+    def stop(self) -> int | None:
+        """SIGTERM the process group, SIGKILL it after STOP_TIMEOUT; the exit code."""
+        proc = self._proc
+        if proc is None:
+            return self.exit_code
+        self._proc = None
+        if proc.poll() is None:
+            self._signal_group(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                self._signal_group(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=STOP_TIMEOUT)
+        self.exit_code = proc.returncode
+        return self.exit_code
+
+    @staticmethod
+    def _signal_group(pgid: int, sig: signal.Signals) -> None:
+        # The group is the session start_new_session made: only our processes.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pgid, sig)
+
+    def output(self, limit: int = 4000) -> str:
+        """The tail of the server's stdout and stderr, for error messages."""
+        parts = []
+        for stream in ("stdout", "stderr"):
+            path = self._log_dir / stream
+            text = path.read_text(errors="replace") if path.exists() else ""
+            parts.append(f"--- {self.name} {stream} ---\n{text[-limit:]}")
+        return "\n".join(parts)
