@@ -7,6 +7,7 @@ import os
 import signal
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from types import FrameType
 from typing import TYPE_CHECKING, Protocol
@@ -153,8 +154,18 @@ def serve(
             stop.set()
         timeout = drain_timeout() if drain_timeout else config.drain_timeout
         server.shutdown()
-        thread.join(timeout)
-        server.drain(timeout)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                thread.join(max(0.0, deadline - time.monotonic()))
+                server.drain(max(0.0, deadline - time.monotonic()))
+                break
+            except StopRequested:
+                # A stop signal that arrives when we are already stopping (a
+                # worker told by its supervisor first, then reached by the
+                # terminal's Ctrl-C): keep draining. A second one raises
+                # KeyboardInterrupt and cuts the drain short.
+                continue
     finally:
         if config.shutdown_message:
             host.write_out(config.shutdown_message)

@@ -319,9 +319,10 @@ class Supervisor:
 
     def _broken(self, text: str) -> None:
         """Serve the error page until the next change."""
+        port = self.listen.getsockname()[1]
         self.write_err(
             "The project failed to start; runserver_plus answers every request "
-            "with the error until a file changes."
+            f"at {self.config.url}:{port}/ with the error until a file changes."
         )
         from runserver_plus.server.server import Server  # noqa: PLC0415 - rarely needed
 
