@@ -27,7 +27,11 @@ DATABASES = {
         # A file, not Django's default in-memory test database: connections to
         # an in-memory database cannot be closed, and one left open by a test
         # that ran the migration check would trip later tests' request signals.
-        "TEST": {"NAME": os.path.join(tempfile.gettempdir(), f"rsp-tests-{os.getpid()}.sqlite3")},
+        "TEST": {
+            "NAME": os.path.join(
+                tempfile.gettempdir(), f"rsp-tests-{os.getpid()}.sqlite3"
+            )
+        },
     }
 }
 USE_TZ = True

@@ -1,4 +1,4 @@
-"""Tier 2: the command, with its hand-off seam recording the config instead of serving."""
+"""Tier 2: the command, its hand-off seam recording the config instead of serving."""
 
 from __future__ import annotations
 

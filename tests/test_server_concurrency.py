@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import gc
 import logging
 import queue
 import socket
@@ -14,10 +13,18 @@ from collections.abc import Iterable, Iterator
 import pytest
 
 from runserver_plus.server.wsgi import WSGIEnviron
-from tests.live import Gate, LogRecorder, RawClient, record_server_log, serve_app
+from tests.live import (
+    Gate,
+    LogRecorder,
+    RawClient,
+    serve_app,
+)
 
 CHUNK = b"x" * 65536
 MAX_CHUNKS = 1024  # 64 MiB: far more than socket buffers hold, and still bounded
+
+# A leaked file or socket raises its ResourceWarning in the test that leaked it.
+pytestmark = pytest.mark.usefixtures("collect_leaks")
 
 
 def get(path: str, *headers: str) -> bytes:
@@ -37,20 +44,6 @@ def gated_app(gate: Gate):
         return [body]
 
     return app
-
-
-@pytest.fixture
-def log() -> Iterator[LogRecorder]:
-    with record_server_log() as recorder:
-        yield recorder
-
-
-@pytest.fixture(autouse=True)
-def _collect_leaks() -> Iterator[None]:
-    """Collect garbage after each test, so a file or socket the server leaked
-    raises its ResourceWarning in the test that leaked it."""
-    yield
-    gc.collect()
 
 
 def connect_many(stack: contextlib.ExitStack, port: int, count: int) -> list[RawClient]:

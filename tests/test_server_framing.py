@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
-import gc
 import logging
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from typing import Any
 
 import pytest
 
 from runserver_plus.server.wsgi import WSGIEnviron
-from tests.live import LogRecorder, RawClient, record_server_log, serve_app
+from tests.live import (
+    LogRecorder,
+    RawClient,
+    serve_app,
+)
+
+# A leaked file or socket raises its ResourceWarning in the test that leaked it.
+pytestmark = pytest.mark.usefixtures("collect_leaks")
 
 
 class Recorder:
@@ -30,20 +36,6 @@ class Recorder:
     @property
     def paths(self) -> list[str]:
         return [environ["PATH_INFO"] for environ in self.environs]
-
-
-@pytest.fixture
-def log() -> Iterator[LogRecorder]:
-    with record_server_log() as recorder:
-        yield recorder
-
-
-@pytest.fixture(autouse=True)
-def _collect_leaks() -> Iterator[None]:
-    """Collect garbage after each test, so a file or socket the server leaked
-    raises its ResourceWarning in the test that leaked it."""
-    yield
-    gc.collect()
 
 
 def assert_rejected(client: RawClient, status: int) -> None:

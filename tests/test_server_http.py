@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import gc
 import io
 import logging
 import threading
@@ -15,26 +14,19 @@ import pytest
 
 from runserver_plus.server.wsgi import FileWrapper, WSGIEnviron
 from tests.helpers import wait_until
-from tests.live import LogRecorder, RawClient, record_server_log, serve_app
+from tests.live import (
+    LogRecorder,
+    RawClient,
+    serve_app,
+)
 
 TLS_MESSAGE = (
     "You're accessing the development server over HTTPS, but it only supports HTTP."
 )
 APP_ERROR_BODY = b"A server error occurred.  Please contact the administrator."
 
-
-@pytest.fixture
-def log() -> Iterator[LogRecorder]:
-    with record_server_log() as recorder:
-        yield recorder
-
-
-@pytest.fixture(autouse=True)
-def _collect_leaks() -> Iterator[None]:
-    """Collect garbage after each test, so a file or socket the server leaked
-    raises its ResourceWarning in the test that leaked it."""
-    yield
-    gc.collect()
+# A leaked file or socket raises its ResourceWarning in the test that leaked it.
+pytestmark = pytest.mark.usefixtures("collect_leaks")
 
 
 def path_app(environ: WSGIEnviron, start_response) -> Iterable[bytes]:

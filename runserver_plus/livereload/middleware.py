@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Iterator
 from importlib import resources
 from typing import Any
 
-from runserver_plus.server.wsgi import StartResponse, WSGIApp, WSGIEnviron
+from runserver_plus.server.wsgi import StartResponse, WSGIApp, WSGIEnviron, respond
 
 PREFIX = "/__runserver_plus__/"
 SCRIPT_PATH = PREFIX + "livereload.js"
@@ -209,24 +209,10 @@ def _refuse_write(data: bytes) -> None:
 
 
 def _javascript(start_response: StartResponse, body: bytes) -> list[bytes]:
-    start_response(
-        "200 OK",
-        [
-            ("Content-Type", "text/javascript; charset=utf-8"),
-            ("Content-Length", str(len(body))),
-            ("Cache-Control", "no-cache"),
-        ],
+    return respond(
+        start_response, "200 OK", "text/javascript; charset=utf-8", body, "no-cache"
     )
-    return [body]
 
 
 def _plain(start_response: StartResponse, status: str, text: str) -> list[bytes]:
-    body = text.encode()
-    start_response(
-        status,
-        [
-            ("Content-Type", "text/plain; charset=utf-8"),
-            ("Content-Length", str(len(body))),
-        ],
-    )
-    return [body]
+    return respond(start_response, status, "text/plain; charset=utf-8", text.encode())

@@ -7,7 +7,7 @@ import json
 import threading
 from collections.abc import Iterable
 
-from runserver_plus.server.wsgi import StartResponse, WSGIEnviron
+from runserver_plus.server.wsgi import StartResponse, WSGIEnviron, respond
 
 #: The reserved path the error page polls; a worker's 404 for it also means
 #: "the code works again", so workers need not know it.
@@ -67,16 +67,12 @@ class ErrorPage:
     ) -> Iterable[bytes]:
         if environ.get("PATH_INFO") == STATUS_PATH:
             return self._status(environ, start_response)
-        body = self.render().encode()
-        start_response(
+        return respond(
+            start_response,
             "500 Internal Server Error",
-            [
-                ("Content-Type", "text/html; charset=utf-8"),
-                ("Content-Length", str(len(body))),
-                ("Cache-Control", "no-store"),
-            ],
+            "text/html; charset=utf-8",
+            self.render().encode(),
         )
-        return [body]
 
     def _status(
         self, environ: WSGIEnviron, start_response: StartResponse
@@ -85,18 +81,10 @@ class ErrorPage:
         query = environ.get("QUERY_STRING", "")
         if f"id={self.error_id}" in query.split("&"):
             self._done.wait(LONG_POLL)
-        body = json.dumps(
-            {"broken": not self._done.is_set(), "id": self.error_id}
-        ).encode()
-        start_response(
-            "200 OK",
-            [
-                ("Content-Type", "application/json"),
-                ("Content-Length", str(len(body))),
-                ("Cache-Control", "no-store"),
-            ],
+        state = {"broken": not self._done.is_set(), "id": self.error_id}
+        return respond(
+            start_response, "200 OK", "application/json", json.dumps(state).encode()
         )
-        return [body]
 
     def render(self) -> str:
         title = "The project failed to start"

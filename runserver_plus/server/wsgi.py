@@ -219,6 +219,25 @@ def response_headers(
     return lines, close, length
 
 
+def respond(
+    start_response: StartResponse,
+    status: str,
+    content_type: str,
+    body: bytes,
+    cache_control: str = "no-store",
+) -> list[bytes]:
+    """Start a complete response the server answers itself, and return its body."""
+    start_response(
+        status,
+        [
+            ("Content-Type", content_type),
+            ("Content-Length", str(len(body))),
+            ("Cache-Control", cache_control),
+        ],
+    )
+    return [body]
+
+
 def parse_status(status: str) -> tuple[int, bytes]:
     """``"200 OK"`` -> ``(200, b"OK")``; ``ValueError`` for anything else."""
     code, _, reason = status.partition(" ")
