@@ -192,8 +192,10 @@ class Supervisor:
     def run(self) -> None:
         previous = self._install_signals()
         try:
-            self.watcher.watch(self.rules.directories())
+            # The worker first: it takes longest to start. A file saved before
+            # the watch begins is read fresh by that worker anyway.
             self._spawn()
+            self.watcher.watch(self.rules.directories())
             while not self._done():
                 self._dispatch(self.events.get())
         except KeyboardInterrupt:
