@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import importlib.util
 import itertools
 import logging
 import os
@@ -172,6 +174,7 @@ class Supervisor:
         self.retired: set[WorkerProcess] = set()
         self.generation = 0
         self.pending: list[str] = []  # changes seen while a worker starts
+        self.stale_modules: set[str] = set()  # changed .py files since the last start
         self.offers: dict[int, list[str]] = {}
         self._offer_ids = itertools.count(1)
         self.error_page: ErrorPage | None = None
@@ -265,9 +268,24 @@ class Supervisor:
         if self.stopping:
             return  # a late event (a change, a ready worker) must not outlive a stop
         self._stop_error_server()
+        self._remove_stale_bytecode()
         self.generation += 1
         logger.info("Watching for file changes with %s", "RunserverPlusReloader")
         self.worker = WorkerProcess(self.listen, self.events, self.generation)
+
+    def _remove_stale_bytecode(self) -> None:
+        """Delete the cached bytecode of the modules that changed.
+
+        A .pyc is trusted when the source's mtime (whole seconds) and size
+        match what it recorded, so a second save within the same second that
+        keeps the size (``version 1`` -> ``version 2``) would be served from
+        the stale cache. Done just before a worker starts, after any worker
+        that was starting has written its own.
+        """
+        for path in self.stale_modules:
+            with contextlib.suppress(OSError, ValueError, NotImplementedError):
+                os.remove(importlib.util.cache_from_source(path))
+        self.stale_modules.clear()
 
     def _restart(self, reason: str) -> None:
         logger.info("%s changed, reloading.", reason)
@@ -372,6 +390,7 @@ class Supervisor:
         offer = [p for p in paths if self.rules.classify(p) is Action.OFFER]
         if not restart and not offer:
             return
+        self.stale_modules.update(p for p in restart if p.endswith(".py"))
         worker = self.worker
         if worker is None:
             self._restart((restart or offer)[0])  # broken: any change may fix it
