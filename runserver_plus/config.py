@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
-from typing import Any
 
 # Ports are 16-bit; Django only finds out at bind() time, with a traceback.
 MAX_PORT = 65535
@@ -69,11 +67,3 @@ class ServerConfig:
     def is_wildcard(self) -> bool:
         """True when bound to every interface, so other machines can connect."""
         return self.addr in WILDCARD_ADDRESSES
-
-    def replace(self, **changes: Any) -> ServerConfig:
-        """Return a copy with ``changes`` applied."""
-        return dataclasses.replace(self, **changes)
-
-    @classmethod
-    def field_names(cls) -> Mapping[str, dataclasses.Field[Any]]:
-        return {f.name: f for f in dataclasses.fields(cls)}

@@ -95,10 +95,6 @@ class WorkerProcess:
             ).start()
 
     @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    @property
     def stderr_tail(self) -> str:
         return self._stderr_tail.decode("utf-8", "replace")
 

@@ -87,11 +87,6 @@ class Server:
             connection.abort()
         return not late
 
-    @property
-    def active_connections(self) -> int:
-        with self._active_changed:
-            return len(self._active)
-
     # --- the loop -------------------------------------------------------------
 
     def serve_forever(self) -> None:
