@@ -302,6 +302,9 @@ class Supervisor:
             return
         elif event == "ready" and worker.state == "starting":
             worker.state = "ready"
+            # Every watch_dir() of this worker came before "ready" and is
+            # watched now: let it serve.
+            worker.send({"command": "watching"})
             if self.pending and not self.stopping:
                 pending, self.pending = self.pending, []
                 self._handle_paths(pending)

@@ -21,6 +21,8 @@ if TYPE_CHECKING:
 
 #: How long a worker whose supervisor vanished may drain before it exits.
 ORPHAN_DRAIN = 1.0  # s
+#: How long a ready worker waits for the supervisor to confirm its watches.
+WATCHING_TIMEOUT = 5.0  # s
 #: How often the worker reports modules imported since the last report.
 MODULE_REPORT_INTERVAL = 2.0  # s
 
@@ -106,6 +108,7 @@ class Worker:
         self.reloader = WorkerReloader(self.channel)
         self.stop = threading.Event()
         self.orphaned = threading.Event()
+        self.watching = threading.Event()  # the supervisor acknowledged "ready"
         self.hub = Hub() if config.livereload else None
         self.static_dirs = tuple(Path(d) for d in config.static_dirs)
 
@@ -139,9 +142,14 @@ class Worker:
             for directory in self.static_dirs:
                 self.reloader.watch_dir(directory, "**/*")
         autoreload.autoreload_started.send(sender=self.reloader)
+        # Serve only once the supervisor watches what the receivers asked
+        # for: a file saved after the first answer is then never missed.
+        self.channel.send({"event": "ready"})
+        self.watching.wait(WATCHING_TIMEOUT)
+        if self.stop.is_set():
+            return
         self.host.announce(self.listen.getsockname()[1])
         reporter = _ModuleReporter(self.reloader, self.stop)
-        self.channel.send({"event": "ready"})
         threading.Thread(
             target=reporter.run, name="runserver_plus-modules", daemon=True
         ).start()
@@ -167,7 +175,9 @@ class Worker:
             command = message.get("command")
             if command == "stop":
                 break
-            if command == "offer":
+            if command == "watching":
+                self.watching.set()
+            elif command == "offer":
                 claimed = self._offer([str(p) for p in message.get("paths", [])])
                 self.channel.send(
                     {
@@ -179,6 +189,7 @@ class Worker:
         else:
             self.orphaned.set()  # the channel closed: the supervisor is gone
         self.stop.set()
+        self.watching.set()  # nothing more to wait for
 
     def _offer(self, paths: list[str]) -> bool:
         """Send Django's ``file_changed`` for each path; True if every one was
