@@ -7,13 +7,12 @@ import http.client
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from servers import ServerError, free_port
+from servers import ServerError, free_port, spawn_runserver
 
 START_TIMEOUT = 60.0  # s, from spawn to the first 200 from the ready path
 STOP_TIMEOUT = 10.0  # s, from SIGTERM to an empty process group, before SIGKILL
@@ -236,27 +235,15 @@ class ReloadingServer:
         self.starts += 1
         self.port = free_port()
         self.exit_code = None
-        command = [
-            sys.executable,
-            "manage.py",
-            "runserver",
-            f"127.0.0.1:{self.port}",
-            *self.extra_args,
-        ]
-        with (
-            open(self._log(".stdout"), "wb") as stdout,
-            open(self._log(".stderr"), "wb") as stderr,
-        ):
-            self.spawned_at = time.perf_counter()
-            self._proc = subprocess.Popen(
-                command,
-                cwd=self.project,
-                env=self.env,
-                stdin=subprocess.DEVNULL,
-                stdout=stdout,
-                stderr=stderr,
-                start_new_session=True,
-            )
+        self.spawned_at = time.perf_counter()
+        self._proc = spawn_runserver(
+            self.project,
+            self.env,
+            self.port,
+            self.extra_args,
+            stdout_path=self._log(".stdout"),
+            stderr_path=self._log(".stderr"),
+        )
         return self.spawned_at
 
     def wait_ready(

@@ -10,7 +10,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -79,6 +79,30 @@ def free_port() -> int:
         return port
 
 
+def spawn_runserver(
+    project: Path,
+    env: Mapping[str, str],
+    port: int,
+    args: Sequence[str],
+    *,
+    stdout_path: Path,
+    stderr_path: Path,
+) -> subprocess.Popen[bytes]:
+    """``python manage.py runserver 127.0.0.1:<port> *args`` in its own session,
+    its output going to files (a pipe nobody reads would fill up and block the
+    server's request log)."""
+    with open(stdout_path, "wb") as stdout, open(stderr_path, "wb") as stderr:
+        return subprocess.Popen(
+            [sys.executable, "manage.py", "runserver", f"127.0.0.1:{port}", *args],
+            cwd=project,
+            env=dict(env),
+            stdin=subprocess.DEVNULL,
+            stdout=stdout,
+            stderr=stderr,
+            start_new_session=True,
+        )
+
+
 class ServerProcess:
     """`python manage.py runserver 127.0.0.1:<port> --noreload` in its own session.
 
@@ -103,26 +127,14 @@ class ServerProcess:
         """Spawn the server and return once its port accepts connections."""
         self._log_dir.mkdir(exist_ok=True)
         self.port = free_port()
-        command = [
-            sys.executable,
-            "manage.py",
-            "runserver",
-            f"127.0.0.1:{self.port}",
-            "--noreload",
-        ]
-        with (
-            open(self._log_dir / "stdout", "wb") as stdout,
-            open(self._log_dir / "stderr", "wb") as stderr,
-        ):
-            self._proc = subprocess.Popen(
-                command,
-                cwd=self.project,
-                env=self.env,
-                stdin=subprocess.DEVNULL,
-                stdout=stdout,
-                stderr=stderr,
-                start_new_session=True,
-            )
+        self._proc = spawn_runserver(
+            self.project,
+            self.env,
+            self.port,
+            ["--noreload"],
+            stdout_path=self._log_dir / "stdout",
+            stderr_path=self._log_dir / "stderr",
+        )
         self._wait_until_accepting()
 
     def _wait_until_accepting(self) -> None:
