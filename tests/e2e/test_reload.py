@@ -101,6 +101,18 @@ def pid_info(server: RunningServer) -> dict[str, Any]:
     return data
 
 
+def saved_and_restarted(server: RunningServer, file: Path, boot_id: str) -> bool:
+    """Save ``file`` once more and say whether a worker other than ``boot_id``
+    answers: for waits where the save may land before its watch is live."""
+    touch_py(file)
+    response = get_or_none(server, "/pid/")
+    return (
+        response is not None
+        and response.status == 200
+        and response.json()["boot_id"] != boot_id
+    )
+
+
 def get_or_none(server: RunningServer, path: str) -> Response | None:
     """GET ``path``; None when the connection fails (only
     test_no_connection_is_refused_during_a_restart holds that against the
@@ -585,17 +597,11 @@ def test_a_directory_made_while_running_is_watched(
     # The watch for the new directory comes after the batch that announced it:
     # keep saving until the change is seen.
     module = new_package / "mod.py"
-
-    def restarted() -> bool:
-        touch_py(module)
-        response = get_or_none(server, "/pid/")
-        return (
-            response is not None
-            and response.status == 200
-            and response.json()["boot_id"] != before["boot_id"]
-        )
-
-    wait_until(restarted, RELOAD_TIMEOUT, "a save in a new directory never restarted")
+    wait_until(
+        lambda: saved_and_restarted(server, module, before["boot_id"]),
+        RELOAD_TIMEOUT,
+        "a save in a new directory never restarted",
+    )
 
 
 def test_a_directory_removed_and_made_again_is_watched(
@@ -614,17 +620,10 @@ def test_a_directory_removed_and_made_again_is_watched(
 
     package.mkdir()
 
-    def restarted() -> bool:
-        touch_py(package / "api.py")
-        response = get_or_none(server, "/pid/")
-        return (
-            response is not None
-            and response.status == 200
-            and response.json()["boot_id"] != second["boot_id"]
-        )
-
     wait_until(
-        restarted, RELOAD_TIMEOUT, "saves in the re-made directory never restarted"
+        lambda: saved_and_restarted(server, package / "api.py", second["boot_id"]),
+        RELOAD_TIMEOUT,
+        "saves in the re-made directory never restarted",
     )
 
 
@@ -641,17 +640,8 @@ def test_a_module_imported_from_outside_the_project_is_watched(
     before = pid_info(server)
 
     # The worker reports its modules once it is ready; the watch follows.
-    def restarted() -> bool:
-        touch_py(module)
-        response = get_or_none(server, "/pid/")
-        return (
-            response is not None
-            and response.status == 200
-            and response.json()["boot_id"] != before["boot_id"]
-        )
-
     wait_until(
-        restarted,
+        lambda: saved_and_restarted(server, module, before["boot_id"]),
         RELOAD_TIMEOUT,
         "a save of an imported outside module never restarted",
     )
