@@ -7,6 +7,7 @@ import statistics
 from typing import Any
 
 from reload_trials import DJANGO, OURS, WATCHFILES
+from servers import print_table
 
 
 def p90(values: list[float]) -> float:
@@ -298,17 +299,7 @@ def print_report(summary: dict[str, Any], raw: dict[str, Any]) -> None:
             f"{cold['ratio_median']:.2f}x",
         )
     )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    print()
-    for index, row in enumerate(rows):
-        print(
-            "  ".join(
-                cell.ljust(width) for cell, width in zip(row, widths, strict=True)
-            )
-        )
-        if index == 0:
-            print("  ".join("-" * width for width in widths))
-    print()
+    print_table(rows)
     for name in (OURS, DJANGO):
         parts = []
         for process in raw["idle"][name]["per_process"]:

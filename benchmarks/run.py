@@ -26,6 +26,7 @@ from servers import (
     ServerProcess,
     copy_testproject,
     migrate,
+    print_table,
     server_env,
 )
 
@@ -254,17 +255,7 @@ def print_report(summary: dict[str, Any], exit_codes: dict[str, int | None]) -> 
             "",
         )
     )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    print()
-    for index, row in enumerate(rows):
-        print(
-            "  ".join(
-                cell.ljust(width) for cell, width in zip(row, widths, strict=True)
-            )
-        )
-        if index == 0:
-            print("  ".join("-" * width for width in widths))
-    print()
+    print_table(rows)
     for item in summary["targets"]:
         verdict = "PASS" if item["passed"] else "FAIL"
         print(f"{verdict}  {item['title']}: {item['value']:.2f}x")

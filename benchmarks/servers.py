@@ -79,6 +79,17 @@ def free_port() -> int:
         return port
 
 
+def print_table(rows: Sequence[Sequence[str]]) -> None:
+    """Print rows as left-aligned columns, a rule under the first (the header)."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    print()
+    for index, row in enumerate(rows):
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)))
+        if index == 0:
+            print("  ".join("-" * width for width in widths))
+    print()
+
+
 def spawn_runserver(
     project: Path,
     env: Mapping[str, str],
