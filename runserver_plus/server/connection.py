@@ -29,8 +29,9 @@ from runserver_plus.server.response import (
     ClientWentAway,
     FileSpan,
     Response,
+    closing_response,
 )
-from runserver_plus.server.wsgi import WSGIApp, WSGIEnviron, build_environ, http_date
+from runserver_plus.server.wsgi import WSGIApp, WSGIEnviron, build_environ
 
 #: Unread request body we still read to keep a keep-alive connection in sync.
 MAX_DRAIN = 1024 * 1024  # bytes
@@ -261,14 +262,10 @@ class Connection:
         output.log_protocol_error(error.status, error.reason, self.sock)
         phrase = http.HTTPStatus(error.status).phrase
         body = f"{error.status} {phrase}\n\n{error.reason}\n".encode()
-        head = (
-            f"HTTP/1.1 {error.status} {phrase}\r\n"
-            "Content-Type: text/plain; charset=utf-8\r\n"
-            f"Content-Length: {len(body)}\r\n"
-            "Connection: close\r\n"
-        ).encode("ascii")
         try:
-            self._sendall(head + b"Date: " + http_date() + b"\r\n\r\n" + body)
+            self._sendall(
+                closing_response(error.status, "text/plain; charset=utf-8", body)
+            )
         except ClientGone:
             return
         duration = time.perf_counter() - started if started else 0.0

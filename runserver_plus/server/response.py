@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http
 import os
 from collections.abc import Callable, Iterable
 from typing import IO, Protocol
@@ -20,6 +21,21 @@ from runserver_plus.server.wsgi import (
 _NO_BODY_STATUSES = frozenset({204, 304})
 _APP_ERROR_BODY = b"A server error occurred.  Please contact the administrator."
 _CHUNKED_END = b"0\r\n\r\n"
+
+
+def closing_response(
+    status: int, content_type: str, body: bytes, *, head: bool = False
+) -> bytes:
+    """A whole response the server writes itself, after which it closes the
+    connection (the request may not have been read to its end). ``head``
+    leaves the body out, keeping its length."""
+    head_lines = (
+        f"HTTP/1.1 {status} {http.HTTPStatus(status).phrase}\r\n"
+        f"Content-Type: {content_type}\r\n"
+        f"Content-Length: {len(body)}\r\n"
+        "Connection: close\r\n"
+    ).encode("ascii")
+    return head_lines + b"Date: " + http_date() + b"\r\n\r\n" + (b"" if head else body)
 
 
 class ClientGone(Exception):
@@ -233,15 +249,9 @@ class Response:
         """Answer 500 for an app that failed before any byte went out; close
         after it, since a crashed app may have left the request body half read."""
         self.status, self.keep_alive = 500, False
-        body = b"" if self.head else _APP_ERROR_BODY
-        head = (
-            "HTTP/1.1 500 Internal Server Error\r\n"
-            "Content-Type: text/plain\r\n"
-            f"Content-Length: {len(_APP_ERROR_BODY)}\r\n"
-            "Connection: close\r\n"
-        ).encode("ascii")
-        self.writer.send([head, b"Date: ", http_date(), b"\r\n\r\n", body])
-        self.sent = len(body)
+        response = closing_response(500, "text/plain", _APP_ERROR_BODY, head=self.head)
+        self.writer.send([response])
+        self.sent = 0 if self.head else len(_APP_ERROR_BODY)
         self.completed = True
 
 
