@@ -304,12 +304,18 @@ def test_directories_skip_a_root_that_is_ignored_or_missing(tmp_path: Path) -> N
 # Watcher: real OS events (and polling) on a real temporary directory.
 
 
-@pytest.fixture(params=[False, True], ids=["events", "polling"])
+@pytest.fixture(params=["events", "stepping", "polling"])
 def watcher(
     request: pytest.FixtureRequest,
 ) -> Iterator[tuple[Watcher, queue.Queue[Changes]]]:
+    # events: OS events, idle on the doorbell; stepping: OS events without a
+    # doorbell (macOS, Windows, inotify limits); polling: --watch-poll.
     batches: queue.Queue[Changes] = queue.Queue()
-    watcher = Watcher(batches.put, force_polling=request.param)
+    watcher = Watcher(
+        batches.put,
+        force_polling=request.param == "polling",
+        doorbell=request.param == "events",
+    )
     try:
         yield watcher, batches
     finally:
