@@ -17,6 +17,7 @@ from tests.live import (
     Gate,
     LogRecorder,
     RawClient,
+    record_server_log,
     serve_app,
 )
 
@@ -119,6 +120,35 @@ def test_many_stalled_clients_do_not_block_a_threaded_server() -> None:
         for client in stalled:
             assert client.buffer == b""
             client.close()  # before the drain, which would wait for them
+
+
+def test_a_client_that_stops_reading_is_dropped_after_the_send_timeout(
+    tmp_path,
+) -> None:
+    # A body far larger than the socket buffers, as bytes and as a file the
+    # server sends with sendfile(): each write is bounded, so the thread is
+    # freed and the server stops in time.
+    big = tmp_path / "big.bin"
+    big.write_bytes(CHUNK * 256)  # 16 MiB
+
+    def app(environ: WSGIEnviron, start_response) -> Iterable[bytes]:
+        start_response("200 OK", [("Content-Type", "application/octet-stream")])
+        if environ["PATH_INFO"] == "/file":
+            return environ["wsgi.file_wrapper"](big.open("rb"))
+        return iter([CHUNK] * 256)
+
+    with (
+        record_server_log() as log,
+        serve_app(app, read_timeout=0.3) as live,
+    ):
+        for path in ("/bytes", "/file"):
+            with live.connect() as client:
+                client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+                client.send(get(path))
+                log.wait_message("Broken pipe from", timeout=10)
+                log.records.clear()
+            with live.connect() as other:
+                assert other.request("GET", "/bytes").status == 200
 
 
 def test_stalled_request_is_dropped_after_the_read_timeout() -> None:

@@ -31,6 +31,7 @@ from runserver_plus.server.response import (
     Response,
     closing_response,
 )
+from runserver_plus.server.sockets import set_io_timeout
 from runserver_plus.server.wsgi import WSGIApp, WSGIEnviron, build_environ
 
 #: Unread request body we still read to keep a keep-alive connection in sync.
@@ -120,13 +121,16 @@ class Connection:
 
     # --- reading ------------------------------------------------------------
 
-    def _recv(self, timeout: float) -> bytes:
-        if timeout != self._timeout:  # settimeout() costs a system call
-            self.sock.settimeout(timeout)
+    def _set_timeout(self, timeout: float) -> None:
+        if timeout != self._timeout:  # setting it costs system calls
+            set_io_timeout(self.sock, timeout)
             self._timeout = timeout
+
+    def _recv(self, timeout: float) -> bytes:
+        self._set_timeout(timeout)
         try:
             return self.sock.recv(RECV_SIZE)
-        except TimeoutError as error:
+        except (BlockingIOError, TimeoutError) as error:
             raise ClientGone("timed out") from error
 
     def _recv_body(self) -> bytes:
@@ -283,10 +287,15 @@ class Connection:
                     continue
                 self._sendall(b"".join(pending))
                 pending = []
+                # sendfile() on a blocking socket would wait for a stalled
+                # client forever: bound it the slower way.
+                self.sock.settimeout(self.settings.read_timeout)
                 try:
                     sent = self.sock.sendfile(part.file, part.offset, part.count)
                 except OSError as error:
                     raise ClientWentAway(str(error)) from error
+                finally:
+                    self.sock.settimeout(None)
                 if sent != part.count:
                     raise ClientWentAway("the file is shorter than announced")
             elif part:
@@ -294,9 +303,7 @@ class Connection:
         self._sendall(b"".join(pending))
 
     def _sendall(self, data: bytes) -> None:
-        if self._timeout != self.settings.read_timeout:
-            self.sock.settimeout(self.settings.read_timeout)
-            self._timeout = self.settings.read_timeout
+        self._set_timeout(self.settings.read_timeout)
         try:
             if len(data) <= MAX_SEND:
                 if data:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import errno
 import socket
+import struct
+import sys
 
 # Django's wording for the bind errors users know (reference §1.4, must match).
 _BIND_ERRORS = {
@@ -46,3 +48,23 @@ def bind_error_message(error: OSError) -> str:
 def bound_port(sock: socket.socket) -> int:
     """The port the socket really listens on (meaningful for port 0)."""
     return int(sock.getsockname()[1])
+
+
+def set_io_timeout(sock: socket.socket, seconds: float) -> None:
+    """Bound each ``recv``/``send`` of a blocking socket in the kernel.
+
+    ``settimeout()`` makes every call a ``poll()`` then the call, and each of
+    the two releases and takes back the GIL: with busy connection threads
+    that hand-over cost a tenth of the throughput. A blocking socket with
+    ``SO_RCVTIMEO``/``SO_SNDTIMEO`` needs one system call; a call that times
+    out raises ``BlockingIOError`` (``TimeoutError`` on Windows).
+    """
+    if sys.platform == "win32":  # pragma: no cover - not tested on these machines
+        value = struct.pack("@L", max(1, round(seconds * 1000)))  # DWORD, ms
+    else:
+        # Zero would mean "no timeout": the shortest bound is a microsecond.
+        whole = int(seconds)
+        micro = max(round((seconds - whole) * 1_000_000), 0 if whole else 1)
+        value = struct.pack("@ll", whole, micro)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, value)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, value)
