@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import queue
 import socket
 import struct
 import sys
+import threading
 import time
+import traceback
 from collections.abc import Iterable
 from typing import Any
 
@@ -49,9 +52,14 @@ def escape(text: str) -> str:
 
 
 def _log(
-    level: int, message: str, *args: object, status: int | None, request: Any
+    level: int,
+    message: str,
+    *args: object,
+    status: int | None,
+    request: Any,
+    now: float | None = None,
 ) -> None:
-    extra: dict[str, Any] = {"request": request, "server_time": server_time()}
+    extra: dict[str, Any] = {"request": request, "server_time": server_time(now)}
     if status is not None:
         extra["status_code"] = status
     server_logger.log(level, message, *args, extra=extra)
@@ -71,11 +79,14 @@ def log_request(
     size: int | None,
     duration: float,
     request: Any = None,
+    *,
+    now: float | None = None,
 ) -> None:
     """Log one access line: Django's ``"<line>" <status> <size>`` plus the time taken.
 
     ``size`` is the number of body bytes sent, ``None`` for errors the server
-    generated itself (Django prints ``-``). ``duration`` is in seconds.
+    generated itself (Django prints ``-``). ``duration`` is in seconds;
+    ``now`` the time shown (``time.time()``, by default the present).
     """
     _log(
         _level_for(status),
@@ -86,7 +97,86 @@ def log_request(
         format_duration(duration),
         status=status,
         request=request,
+        now=now,
     )
+
+
+_AccessLine = tuple[float, str, int, "int | None", float, Any]
+
+
+class AccessLog:
+    """Access lines written by a thread of their own, in order.
+
+    Each connection thread writing its own line queued for the handler's lock
+    and took the GIL back after every terminal write: with 8 busy keep-alive
+    connections that cost a third of the throughput. A line shows the time
+    its request ended. ``close()`` writes what is queued; lines logged after
+    it are written at once.
+    """
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[_AccessLine | None] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._closed = False
+
+    def log_request(
+        self,
+        request_line: str,
+        status: int,
+        size: int | None,
+        duration: float,
+        request: Any = None,
+    ) -> None:
+        """As ``log_request()``, written soon after by the log thread."""
+        if self._closed:
+            log_request(request_line, status, size, duration, request)
+            return
+        if self._thread is None:
+            self._start()
+        self._queue.put((time.time(), request_line, status, size, duration, request))
+
+    def close(self, timeout: float) -> None:
+        """Write the queued lines (waiting up to ``timeout``) and end the thread."""
+        with self._lock:
+            self._closed = True
+            thread = self._thread
+        if thread is not None:
+            self._queue.put(None)
+            thread.join(timeout)
+            if thread.is_alive():
+                return  # still writing (a slow handler): it ends at the None
+        self._write_queued()  # put by a thread that had not seen the close yet
+
+    def _start(self) -> None:
+        with self._lock:
+            if self._thread is None and not self._closed:
+                self._thread = threading.Thread(
+                    target=self._run, name="runserver_plus-access-log", daemon=True
+                )
+                self._thread.start()
+
+    def _run(self) -> None:
+        while (line := self._queue.get()) is not None:
+            _write(line)
+
+    def _write_queued(self) -> None:
+        while True:
+            try:
+                line = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if line is not None:
+                _write(line)
+
+
+def _write(line: _AccessLine) -> None:
+    now, request_line, status, size, duration, request = line
+    try:
+        log_request(request_line, status, size, duration, request, now=now)
+    except Exception:  # noqa: BLE001 - a failing filter must not stop the log
+        if logging.raiseExceptions:
+            traceback.print_exc(file=sys.stderr)
 
 
 def log_protocol_error(status: int, reason: str, request: Any = None) -> None:

@@ -8,7 +8,7 @@ import http
 import socket
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import h11
@@ -54,6 +54,8 @@ class ConnectionSettings:
     idle_timeout: float  # s, between requests on a kept-alive connection
     read_timeout: float  # s, per read while a request is arriving or sent
     keep_alive: bool  # False with --nothreading: one request per connection
+    #: Writes an access line, with ``output.log_request()``'s arguments.
+    log_request: Callable[[str, int, int | None, float, Any], None] = output.log_request
 
 
 class Connection:
@@ -226,7 +228,7 @@ class Connection:
         if not response.completed:
             return False  # the response could not be finished: close to show it
         if not environ.get("runserver_plus.quiet"):
-            output.log_request(
+            self.settings.log_request(
                 request_line,
                 response.status,
                 response.sent,
@@ -273,7 +275,7 @@ class Connection:
         except ClientGone:
             return
         duration = time.perf_counter() - started if started else 0.0
-        output.log_request(request_line, error.status, None, duration, self.sock)
+        self.settings.log_request(request_line, error.status, None, duration, self.sock)
 
     # --- writing --------------------------------------------------------------
 

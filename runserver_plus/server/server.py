@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from typing import cast
 
+from runserver_plus import output
 from runserver_plus.config import ServerConfig
 from runserver_plus.server.connection import Connection, ConnectionSettings
 from runserver_plus.server.sockets import bound_port
@@ -19,6 +20,8 @@ from runserver_plus.server.wsgi import WSGIApp, base_environ
 
 #: How often the accept loop looks again when all connection threads are busy.
 _SLOT_POLL = 0.05  # s
+#: How long the drain waits for the queued access lines to be written.
+_ACCESS_LOG_FLUSH = 1.0  # s
 
 
 def server_name(addr: str) -> str:
@@ -58,6 +61,9 @@ class Server:
         self._slots = threading.BoundedSemaphore(config.max_threads)
         self._names = itertools.count(1)
         self._name = server_name(config.addr)
+        #: Connection threads hand their access lines to one writer; one at a
+        #: time (--nothreading) writes its own.
+        self._access_log = output.AccessLog() if config.use_threading else None
 
     # --- control, from any thread ------------------------------------------
 
@@ -85,6 +91,8 @@ class Server:
             late = list(self._active)
         for connection in late:
             connection.abort()
+        if self._access_log is not None:
+            self._access_log.close(_ACCESS_LOG_FLUSH)
         return not late
 
     # --- the loop -------------------------------------------------------------
@@ -113,6 +121,11 @@ class Server:
             idle_timeout=self.config.idle_timeout,
             read_timeout=self.config.read_timeout,
             keep_alive=self.config.use_threading,
+            log_request=(
+                output.log_request
+                if self._access_log is None
+                else self._access_log.log_request
+            ),
         )
 
     def _accept(self) -> tuple[socket.socket, tuple[str, int]] | None:
