@@ -9,7 +9,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import IO, Any
 
 import h11
 
@@ -18,8 +18,10 @@ from runserver_plus.server.request import (
     HEAD_END,
     MAX_HEAD,
     MAX_REQUEST_LINE,
+    NoBody,
     ProtocolError,
     RequestBody,
+    RequestHead,
     decode_chunked,
     h11_reason,
     parse_head,
@@ -198,22 +200,29 @@ class Connection:
         except ProtocolError as error:
             self._send_error(error, request_line, started)
             return False
-        if self._buffer:
-            # Only when there is something: h11 takes b"" for the client
-            # having closed the connection.
-            conn.receive_data(bytes(self._buffer))
-            self._buffer.clear()
-        if conn.they_are_waiting_for_100_continue:
-            self._sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
-        reader = RequestBody(self._recv_body, conn)
-        chunked = any(name == b"transfer-encoding" for name, _ in request.headers)
-        try:
-            body, length = decode_chunked(reader) if chunked else (reader, None)
-        except h11.RemoteProtocolError as error:
-            self._send_error(
-                ProtocolError(400, h11_reason(error)), request_line, started
-            )
-            return False
+        reader: RequestBody | NoBody
+        body: IO[bytes] | RequestBody | NoBody
+        length = None
+        if conn is None:  # no body: what follows the head stays in the buffer
+            reader = body = NoBody()
+        else:
+            if self._buffer:
+                # Only when there is something: h11 takes b"" for the client
+                # having closed the connection.
+                conn.receive_data(bytes(self._buffer))
+                self._buffer.clear()
+            if conn.they_are_waiting_for_100_continue:
+                self._sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
+            reader = body = RequestBody(self._recv_body, conn)
+            chunked = any(name == b"transfer-encoding" for name, _ in request.headers)
+            try:
+                if chunked:
+                    body, length = decode_chunked(reader)
+            except h11.RemoteProtocolError as error:
+                self._send_error(
+                    ProtocolError(400, h11_reason(error)), request_line, started
+                )
+                return False
         response = Response(
             self,
             head=request.method == b"HEAD",
@@ -238,6 +247,8 @@ class Connection:
         self._served += 1
         if not response.keep_alive:
             return False
+        if conn is None:
+            return True
         try:
             in_sync = reader.drain(MAX_DRAIN)
         except h11.RemoteProtocolError:
@@ -247,7 +258,7 @@ class Connection:
         self._buffer += conn.trailing_data[0]
         return True
 
-    def _may_keep_alive(self, request: h11.Request) -> bool:
+    def _may_keep_alive(self, request: RequestHead) -> bool:
         """Persistent unless the client, the server mode or a stop says no."""
         if self._closing or not self.settings.keep_alive:
             return False
