@@ -109,9 +109,9 @@ class AccessLog:
 
     Each connection thread writing its own line queued for the handler's lock
     and took the GIL back after every terminal write: with 8 busy keep-alive
-    connections that cost a third of the throughput. A line shows the time
-    its request ended. ``close()`` writes what is queued; lines logged after
-    it are written at once.
+    connections that cost about a quarter of the throughput. A line shows the
+    time its request ended. ``close()`` writes what is queued; lines logged
+    after it are written at once.
     """
 
     def __init__(self) -> None:
