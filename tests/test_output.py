@@ -15,6 +15,7 @@ from django.utils.log import ServerFormatter
 
 from runserver_plus import output
 from runserver_plus.server.wsgi import WSGIEnviron
+from tests.helpers import wait_until
 from tests.live import LogRecorder, record_server_log, serve_app
 
 DURATION = r"\d+(?:\.\d)?(?:ms|s)"
@@ -23,6 +24,8 @@ MONTHS = (
     "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
 )  # fmt: skip
 SERVER_TIME = r"\d\d/[A-Z][a-z]{2}/\d{4} \d\d:\d\d:\d\d"
+#: Long enough for the wall clock to reach its next second.
+CLOCK_TIMEOUT = 5.0  # s
 
 
 @pytest.fixture
@@ -239,17 +242,33 @@ def test_access_log_close_writes_what_is_queued_and_ends_the_thread(
 
 
 def test_access_log_shows_when_the_request_ended(log: LogRecorder) -> None:
-    # The line shows the time of the request, not of the write.
+    # A line waiting behind a slow one still shows its own request's time.
+    release = threading.Event()
+
+    def hold_the_first(record: logging.LogRecord) -> bool:
+        if "/first" in record.getMessage():
+            release.wait(CLOCK_TIMEOUT)
+        return True
+
+    logger = logging.getLogger("django.server")
+    logger.addFilter(hold_the_first)
     access_log = output.AccessLog()
     try:
+        access_log.log_request("GET /first HTTP/1.1", 200, 0, 0.0)
         before = time.time()
-        access_log.log_request("GET / HTTP/1.1", 200, 0, 0.0)
+        access_log.log_request("GET /queued HTTP/1.1", 200, 0, 0.0)
         after = time.time()
-        record = log.wait_message('"GET / HTTP/1.1"')
+        then = {output.server_time(before), output.server_time(after)}
+        # The wall clock moves on to the next second before the line is written.
+        wait_until(lambda: output.server_time() not in then, CLOCK_TIMEOUT, "clock")
+        release.set()
+        record = log.wait_message('"GET /queued HTTP/1.1"')
     finally:
+        release.set()
         access_log.close(5)
-    shown = record.server_time  # type: ignore[attr-defined]
-    assert shown in {output.server_time(before), output.server_time(after)}
+        logger.removeFilter(hold_the_first)
+    assert record.server_time in then  # type: ignore[attr-defined]
+    assert output.server_time() not in then
 
 
 def test_access_log_survives_a_failing_filter(
