@@ -189,6 +189,13 @@ class Supervisor:
     # --- running --------------------------------------------------------------
 
     def run(self) -> None:
+        for directory in self.config.extra_watch_dirs:
+            if not os.path.isdir(directory):
+                self.write_err(
+                    f"Warning: {directory} (from --watch-dir or "
+                    "RUNSERVER_PLUS_WATCH_DIRS) is not a directory; it is not "
+                    "watched."
+                )
         previous = self._install_signals()
         try:
             # The worker first: it takes longest to start. A file saved before

@@ -193,7 +193,8 @@ class WatchRules:
         seen: set[Path] = set()
         starts = [*self.roots, *(d for d, _ in self.offered)]
         for start in starts:
-            if not start.is_dir() or self.is_ignored_dir(start):
+            # os.path: Path.is_dir() raises for a name too long (before 3.14).
+            if not os.path.isdir(start) or self.is_ignored_dir(start):
                 continue
             for current, dirnames, _ in os.walk(start):
                 here = Path(current)
@@ -332,7 +333,7 @@ class Watcher:
             self._doorbell.interrupt()
 
     def _current(self) -> list[str]:
-        return sorted(str(d) for d in self.directories if d.is_dir())
+        return sorted(str(d) for d in self.directories if os.path.isdir(d))
 
     def _run(self) -> None:
         if self._force_polling:

@@ -520,6 +520,30 @@ def test_watch_dir_option(
     assert reload_lines(server) == [f"{module} changed, reloading."]
 
 
+def test_watch_dir_that_is_not_a_directory_is_reported_once(
+    start_server: StartServer, start_log: StartLog, tmp_path: Path
+) -> None:
+    missing = tmp_path / "not-checked-out"
+    too_long = tmp_path / ("d" * 300)  # stat() fails with ENAMETOOLONG
+    server = start_server(
+        ADDRPORT,
+        "--watch-dir",
+        str(missing),
+        "--watch-dir",
+        str(too_long),
+        env={START_LOG_ENV: str(start_log.path)},
+    )
+
+    assert pid_info(server)["boot_id"]  # it serves
+    for directory in (missing, too_long):
+        line = f"Warning: {directory} (from --watch-dir or RUNSERVER_PLUS_WATCH_DIRS)"
+        server.wait_for_stderr(re.escape(line))
+        assert (
+            server.stderr_text().count(line) == 1
+        )  # the supervisor's, not the worker's
+    assert "Traceback" not in server.stderr_text()
+
+
 def test_watch_include_and_exclude_options(
     start_server: StartServer, project_dir: Path, start_log: StartLog
 ) -> None:
