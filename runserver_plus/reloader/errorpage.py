@@ -52,10 +52,18 @@ pre {{ background: #f6f6f6; border: 1px solid #ddd; padding: 12px; overflow: aut
 class ErrorPage:
     """A WSGI app answering every request with the startup failure (status 500)."""
 
-    def __init__(self, error_text: str, error_id: int, *, debug: bool) -> None:
+    def __init__(
+        self,
+        error_text: str,
+        error_id: int,
+        *,
+        debug: bool,
+        title: str = "The project failed to start",
+    ) -> None:
         self.error_text = error_text
         self.error_id = error_id
         self.debug = debug
+        self.title = title
         self._done = threading.Event()
 
     def finish(self) -> None:
@@ -87,9 +95,9 @@ class ErrorPage:
         )
 
     def render(self) -> str:
-        title = "The project failed to start"
+        title = self.title
         if self.debug:
-            summary = "runserver_plus could not start the project; the error is below."
+            summary = f"{title}; what it printed is below."
             details = f"<pre>{html.escape(self.error_text)}</pre>"
         else:
             summary = "The error is shown in the terminal (DEBUG is False)."

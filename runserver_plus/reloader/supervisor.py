@@ -340,20 +340,23 @@ class Supervisor:
         else:
             self._broken(
                 f"The server process exited unexpectedly (exit code {code}).\n\n"
-                + worker.stderr_tail[-4000:]
+                + worker.stderr_tail[-4000:],
+                title="The server process stopped",
             )
 
-    def _broken(self, text: str) -> None:
+    def _broken(self, text: str, title: str = "The project failed to start") -> None:
         """Serve the error page until the next change."""
         port = self.listen.getsockname()[1]
         self.write_err(
-            "The project failed to start; runserver_plus answers every request "
+            f"{title}; runserver_plus answers every request "
             f"at {self.config.url}:{port}/ with the error until a file changes."
         )
         from runserver_plus.server.server import Server  # noqa: PLC0415 - rarely needed
 
         self._stop_error_server()
-        self.error_page = ErrorPage(text, self.generation, debug=self.config.debug)
+        self.error_page = ErrorPage(
+            text, self.generation, debug=self.config.debug, title=title
+        )
         self.error_server = Server(self.listen.dup(), self.error_page, self.config)
         threading.Thread(
             target=self.error_server.serve_forever,

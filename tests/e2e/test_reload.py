@@ -434,6 +434,10 @@ def test_a_worker_that_dies_while_serving_shows_an_error_page_and_recovers(
     wait_for_status(server, 500)
     page = expect_error_page(server)
     assert "exit code 7" in page
+    # It had started: the page and the terminal do not say otherwise.
+    assert "<title>The server process stopped</title>" in page
+    server.wait_for_stderr("The server process stopped; runserver_plus answers")
+    assert "failed to start" not in page + server.stderr_text()
     assert server.group_members() == [server.pid]
 
     touch_py(views)
