@@ -252,9 +252,11 @@ class Watcher:
     #: a longer step costs fewer idle wake-ups (25 a second), for a latency
     #: of one to two steps.
     FALLBACK_STEP = 40  # ms
-    #: After a ring, how long to wait for watchfiles to report something: a
-    #: ring can be for a change already in the previous batch.
-    RING_TIMEOUT = 1000  # ms
+    #: After a ring or a batch, the watch goes on until nothing changed for
+    #: ``SETTLE`` ms before it blocks again: an event can reach watchfiles
+    #: after the batch it belongs to (its thread was busy), and must not wait
+    #: for the next ring.
+    SETTLE = 1000  # ms
     #: How often forced polling looks (for mounts without OS events).
     POLL_INTERVAL = 0.3  # s
 
@@ -350,14 +352,17 @@ class Watcher:
                 # The new watch is live: report what changed while no watch
                 # covered the directories (since watch() or the last batch).
                 self._catch_up(directories)
+                settling = False  # a ring or a batch came: look until quiet
                 while not self._renew.is_set():
                     if self._doorbell is None or not self._ringing:
                         step, timeout = self.FALLBACK_STEP, 0
-                    elif self._doorbell.wait():
-                        step, timeout = self.STEP, self.RING_TIMEOUT
+                    elif settling or self._doorbell.wait():
+                        self._doorbell.wait(0)  # rings for what is looked at now
+                        step, timeout = self.STEP, self.SETTLE
                     else:
                         continue  # interrupted: the directories changed
                     raw = notify.watch(self.DEBOUNCE, step, timeout, self._renew)
+                    settling = isinstance(raw, set)
                     if isinstance(raw, set):
                         self._on_changes({(Change(c), p) for c, p in raw})
                         self._rebase(directories)
