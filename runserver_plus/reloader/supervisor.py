@@ -315,10 +315,12 @@ class Supervisor:
             if self.pending and not self.stopping:
                 pending, self.pending = self.pending, []
                 self._handle_paths(pending)
-        elif event == "offer_result" and not message.get("claimed"):
+        elif event == "offer_result":
             paths = self.offers.pop(int(message.get("id", 0)), [])
-            if paths:
-                self._restart(paths[0])
+            if paths and not message.get("claimed"):
+                # Named by a file nobody claimed, as Django names it.
+                unclaimed = [p for p in message.get("unclaimed", []) if p in paths]
+                self._restart((unclaimed or paths)[0])
 
     def _exited(self, worker: WorkerProcess, code: int) -> None:
         worker.close()

@@ -178,12 +178,13 @@ class Worker:
             if command == "watching":
                 self.watching.set()
             elif command == "offer":
-                claimed = self._offer([str(p) for p in message.get("paths", [])])
+                unclaimed = self._offer([str(p) for p in message.get("paths", [])])
                 self.channel.send(
                     {
                         "event": "offer_result",
                         "id": message.get("id"),
-                        "claimed": claimed,
+                        "claimed": not unclaimed,
+                        "unclaimed": unclaimed,
                     }
                 )
         else:
@@ -191,11 +192,11 @@ class Worker:
         self.stop.set()
         self.watching.set()  # nothing more to wait for
 
-    def _offer(self, paths: list[str]) -> bool:
-        """Send Django's ``file_changed`` for each path; True if every one was
+    def _offer(self, paths: list[str]) -> list[str]:
+        """Send Django's ``file_changed`` for each path; return those nobody
         claimed (template and translation reloaders claim theirs, so nothing
         restarts). With live reload, static files are ours to claim."""
-        claimed_all = True
+        unclaimed: list[str] = []
         static: list[str] = []
         reload_pages = False
         for path in paths:
@@ -208,15 +209,15 @@ class Worker:
             if any(result for _, result in results):
                 reload_pages = True
             else:
-                claimed_all = False
-        if self.hub is not None and claimed_all and (static or reload_pages):
+                unclaimed.append(path)
+        if self.hub is not None and not unclaimed and (static or reload_pages):
             # One message per batch: a stylesheet swap only when nothing but
             # stylesheets (and their source maps) changed.
             css_only = not reload_pages and all(
                 p.endswith((".css", ".css.map")) for p in static
             )
             self.hub.broadcast({"type": "css" if css_only else "reload"})
-        return claimed_all
+        return unclaimed
 
     def _is_static(self, path: str) -> bool:
         file = Path(path)
