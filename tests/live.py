@@ -8,13 +8,13 @@ import logging
 import queue
 import socket
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from runserver_plus.config import ServerConfig
 from runserver_plus.server.server import Server
 from runserver_plus.server.sockets import bind_socket
-from runserver_plus.server.wsgi import WSGIApp
+from runserver_plus.server.wsgi import WSGIApp, WSGIEnviron
 from tests.helpers import wait_until
 
 TIMEOUT = 10.0  # s, for every socket operation of a test client
@@ -197,6 +197,34 @@ class Gate:
 
     def open(self) -> None:
         self.released.set()
+
+
+class Recorder:
+    """An app that keeps each environ (with the body it read in ``test.body``)
+    and answers ``answer(environ)``: by default the request's path."""
+
+    def __init__(self) -> None:
+        self.environs: list[dict[str, Any]] = []
+
+    def answer(self, environ: WSGIEnviron) -> bytes:
+        return str(environ["PATH_INFO"]).encode("latin-1")
+
+    def __call__(self, environ: WSGIEnviron, start_response: Any) -> Iterable[bytes]:
+        environ["test.body"] = environ["wsgi.input"].read()
+        self.environs.append(environ)
+        body = self.answer(environ)
+        start_response("200 OK", [("Content-Length", str(len(body)))])
+        return [body]
+
+    @property
+    def paths(self) -> list[str]:
+        return [environ["PATH_INFO"] for environ in self.environs]
+
+    def get(self, client: RawClient, raw: bytes) -> dict[str, Any]:
+        """Send one request and return the environ the app saw."""
+        client.send(raw)
+        assert client.read_response().status == 200
+        return self.environs[-1]
 
 
 class LogRecorder(logging.Handler):

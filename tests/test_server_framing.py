@@ -4,38 +4,18 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterable
-from typing import Any
 
 import pytest
 
-from runserver_plus.server.wsgi import WSGIEnviron
 from tests.live import (
     LogRecorder,
     RawClient,
+    Recorder,
     serve_app,
 )
 
 # A leaked file or socket raises its ResourceWarning in the test that leaked it.
 pytestmark = pytest.mark.usefixtures("collect_leaks")
-
-
-class Recorder:
-    """Keeps the environ and body of every request that reaches the app."""
-
-    def __init__(self) -> None:
-        self.environs: list[dict[str, Any]] = []
-
-    def __call__(self, environ: WSGIEnviron, start_response) -> Iterable[bytes]:
-        environ["test.body"] = environ["wsgi.input"].read()
-        self.environs.append(environ)
-        body = environ["PATH_INFO"].encode("latin-1")
-        start_response("200 OK", [("Content-Length", str(len(body)))])
-        return [body]
-
-    @property
-    def paths(self) -> list[str]:
-        return [environ["PATH_INFO"] for environ in self.environs]
 
 
 def assert_rejected(client: RawClient, status: int) -> None:

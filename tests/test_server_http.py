@@ -8,11 +8,12 @@ import logging
 import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 import pytest
 
 from runserver_plus.server.wsgi import FileWrapper, WSGIEnviron
+from tests import live
 from tests.helpers import wait_until
 from tests.live import (
     LogRecorder,
@@ -53,23 +54,11 @@ def unread_body_app(environ: WSGIEnviron, start_response) -> Iterable[bytes]:
     return path_app(environ, start_response)
 
 
-class Recorder:
-    """An app that keeps each environ (and the body it read) for the test."""
+class Recorder(live.Recorder):
+    """Answers with the body it read (``ok`` for none)."""
 
-    def __init__(self) -> None:
-        self.environs: list[dict[str, Any]] = []
-
-    def __call__(self, environ: WSGIEnviron, start_response) -> Iterable[bytes]:
-        environ["test.body"] = environ["wsgi.input"].read()
-        self.environs.append(environ)
-        body = environ["test.body"] or b"ok"
-        start_response("200 OK", [("Content-Length", str(len(body)))])
-        return [body]
-
-    def get(self, client: RawClient, raw: bytes) -> dict[str, Any]:
-        client.send(raw)
-        assert client.read_response().status == 200
-        return self.environs[-1]
+    def answer(self, environ: WSGIEnviron) -> bytes:
+        return bytes(environ["test.body"]) or b"ok"
 
 
 def get(path: str, *headers: str, version: str = "1.1") -> bytes:
