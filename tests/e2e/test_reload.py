@@ -734,6 +734,26 @@ if _os.environ.get("RSP_TEST_EXTRA_DIR"):
 """
 
 
+def start_with_receivers(
+    start_server: StartServer,
+    project_dir: Path,
+    start_log: StartLog,
+    extra: Path,
+    offer_log: Path,
+) -> RunningServer:
+    """Start a copy whose app watches ``extra`` and logs what it is offered."""
+    apps = project_dir / "testapp" / "apps.py"
+    apps.write_text(apps.read_text() + RECEIVERS)
+    return start_server(
+        ADDRPORT,
+        env={
+            START_LOG_ENV: str(start_log.path),
+            "RSP_TEST_EXTRA_DIR": str(extra),
+            "RSP_TEST_OFFER_LOG": str(offer_log),
+        },
+    )
+
+
 def test_watch_dir_receivers_are_offered_their_files(
     start_server: StartServer, project_dir: Path, start_log: StartLog, tmp_path: Path
 ) -> None:
@@ -742,15 +762,8 @@ def test_watch_dir_receivers_are_offered_their_files(
     for name in ("claimed.txt", "unclaimed.txt", "other.dat"):
         (extra / name).write_text("0")
     offer_log = tmp_path / "offers.log"
-    apps = project_dir / "testapp" / "apps.py"
-    apps.write_text(apps.read_text() + RECEIVERS)
-    server = start_server(
-        ADDRPORT,
-        env={
-            START_LOG_ENV: str(start_log.path),
-            "RSP_TEST_EXTRA_DIR": str(extra),
-            "RSP_TEST_OFFER_LOG": str(offer_log),
-        },
+    server = start_with_receivers(
+        start_server, project_dir, start_log, extra, offer_log
     )
     before = pid_info(server)
 
@@ -782,15 +795,8 @@ def test_a_restart_is_named_by_the_file_nobody_claimed(
     extra = tmp_path / "extra"
     extra.mkdir()
     offer_log = tmp_path / "offers.log"
-    apps = project_dir / "testapp" / "apps.py"
-    apps.write_text(apps.read_text() + RECEIVERS)
-    server = start_server(
-        ADDRPORT,
-        env={
-            START_LOG_ENV: str(start_log.path),
-            "RSP_TEST_EXTRA_DIR": str(extra),
-            "RSP_TEST_OFFER_LOG": str(offer_log),
-        },
+    server = start_with_receivers(
+        start_server, project_dir, start_log, extra, offer_log
     )
     before = pid_info(server)
 
