@@ -88,36 +88,19 @@ def measure(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                     server.fail(f"{path} did not answer 200 after start")
         settle(rng)
         with_projects = {name: (s, s.project) for name, s in servers.items()}
-        print("1. .py edits", flush=True)
-        note_load(raw, "py_edit")
-        raw["py_edit"] = interleave(
-            with_projects,
-            args.edits,
-            py_edit_trial,
-            title=".py edit",
-            prefix="e",
-            rng=rng,
-        )
-        print("2. template edits", flush=True)
-        note_load(raw, "template_edit")
-        raw["template_edit"] = interleave(
-            with_projects,
-            args.edits,
-            template_trial,
-            title="template",
-            prefix="t",
-            rng=rng,
-        )
-        print("3. syntax error, then fix", flush=True)
-        note_load(raw, "syntax_fix")
-        raw["syntax_fix"] = interleave(
-            with_projects,
-            args.syntax_trials,
-            syntax_trial,
-            title="syntax fix",
-            prefix="s",
-            rng=rng,
-        )
+        phases = (
+            ("1. .py edits", "py_edit", args.edits, py_edit_trial, ".py edit", "e"),
+            ("2. template edits", "template_edit", args.edits, template_trial,
+             "template", "t"),
+            ("3. syntax error, then fix", "syntax_fix", args.syntax_trials,
+             syntax_trial, "syntax fix", "s"),
+        )  # fmt: skip
+        for heading, key, count, trial, title, prefix in phases:
+            print(heading, flush=True)
+            note_load(raw, key)
+            raw[key] = interleave(
+                with_projects, count, trial, title=title, prefix=prefix, rng=rng
+            )
         raw["reloader_lines"] = {
             n: reloader_line(s.log_text()) for n, s in servers.items()
         }
