@@ -43,6 +43,17 @@ STDERR_TAIL = 64 * 1024  # bytes
 _DJANGO_THREAD_FAILURE = b"Exception in thread django-main-thread"
 
 Event = tuple[Any, ...]
+#: A file as the supervisor last acted on it: inode, size and modification
+#: time, or None once it is gone.
+FileState = tuple[int, int, int] | None
+
+
+def file_state(path: str) -> FileState:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
 
 
 def _started_unbuffered() -> bool:
@@ -171,6 +182,8 @@ class Supervisor:
         self.generation = 0
         self.pending: list[str] = []  # changes seen while a worker starts
         self.stale_modules: set[str] = set()  # changed .py files since the last start
+        #: Each changed file as it was when a worker was started or offered it.
+        self.acted: dict[str, FileState] = {}
         self.offers: dict[int, list[str]] = {}
         self._offer_ids = itertools.count(1)
         self.error_page: ErrorPage | None = None
@@ -336,6 +349,7 @@ class Supervisor:
             # A change (perhaps the fix) came while this worker started:
             # start again rather than show an error that may be gone.
             pending, self.pending = self.pending, []
+            self._act_on(pending)
             self._restart(pending[0])
         elif worker.state == "starting":
             self._broken(worker.stderr_tail or f"The worker exited with code {code}.")
@@ -397,22 +411,47 @@ class Supervisor:
         self._handle_paths(paths)
 
     def _handle_paths(self, paths: list[str]) -> None:
-        restart = [p for p in paths if self.rules.classify(p) is Action.RESTART]
-        offer = [p for p in paths if self.rules.classify(p) is Action.OFFER]
+        restart: list[str] = []
+        offer: list[str] = []
+        for path in paths:
+            action = self.rules.classify(path)
+            if action is Action.IGNORE or not self._changed_since_acted(path):
+                continue
+            (restart if action is Action.RESTART else offer).append(path)
         if not restart and not offer:
             return
         self.stale_modules.update(p for p in restart if p.endswith(".py"))
         worker = self.worker
+        if worker is not None and worker.state == "starting":
+            # That worker may have read these before or after the change.
+            self.pending.extend(restart or offer)
+            return
+        self._act_on(restart + offer)
         if worker is None:
             self._restart((restart or offer)[0])  # broken: any change may fix it
-        elif worker.state == "starting":
-            self.pending.extend(restart or offer)
         elif restart:
             self._restart(restart[0])
         else:
             offer_id = next(self._offer_ids)
             self.offers[offer_id] = offer
             worker.send({"command": "offer", "id": offer_id, "paths": offer})
+
+    def _act_on(self, paths: list[str]) -> None:
+        """Note how these files are now, just before a worker is started or
+        offered them: it reads them as they are from here on."""
+        for path in paths:
+            self.acted[path] = file_state(path)
+
+    def _changed_since_acted(self, path: str) -> bool:
+        """False for a late event of a change already acted on.
+
+        One save can reach the supervisor as two batches (the file's creation,
+        then its write) when the watcher's thread was slow; the second must not
+        restart the worker again. A file with the inode, size and modification
+        time it had when last acted on has not changed since: Django's
+        StatReloader compares the modification time alone.
+        """
+        return path not in self.acted or self.acted[path] != file_state(path)
 
     # --- rules ----------------------------------------------------------------------
 

@@ -346,6 +346,33 @@ def test_a_burst_of_saves_restarts_once(
     assert len(reload_lines(server)) == 1, reload_lines(server)
 
 
+def test_an_event_that_changes_nothing_since_the_restart_is_ignored(
+    start_server: StartServer, project_dir: Path, start_log: StartLog
+) -> None:
+    # A late event for a save already acted on looks like this one: the file
+    # is as it was when the worker was started. It must not start another.
+    first = project_dir / "testapp" / "a_first.py"
+    second = project_dir / "testapp" / "b_second.py"
+    first.write_text("")
+    second.write_text("")
+    server = start_server(ADDRPORT, env={START_LOG_ENV: str(start_log.path)})
+    boot = pid_info(server)["boot_id"]
+    touch_py(first)
+    boot = wait_for_new_worker(server, boot)["boot_id"]
+
+    st = first.stat()
+    os.utime(first, ns=(st.st_atime_ns, st.st_mtime_ns))  # an event, no change
+    touch_py(second)  # after it: in its batch or a later one
+
+    wait_for_new_worker(server, boot)
+    # The first file sorts first: a restart for it would be named by it.
+    assert reload_lines(server) == [
+        f"{first} changed, reloading.",
+        f"{second} changed, reloading.",
+    ]
+    assert start_log.count() == 3
+
+
 def test_a_save_while_the_worker_starts_is_not_lost(
     start_server: StartServer, project_dir: Path, start_log: StartLog, tmp_path: Path
 ) -> None:
