@@ -79,7 +79,10 @@ class Connection:
         self._idle = True
         self._closing = False
         self._served = 0  # requests answered so far
+        #: The receive timeout in force. The send timeout never changes: it
+        #: is set once, as each change costs system calls.
         self._timeout: float | None = None
+        set_io_timeout(sock, settings.read_timeout, recv=False)
 
     # --- life cycle, seen from the server ---------------------------------
 
@@ -125,13 +128,10 @@ class Connection:
 
     # --- reading ------------------------------------------------------------
 
-    def _set_timeout(self, timeout: float) -> None:
-        if timeout != self._timeout:  # setting it costs system calls
-            set_io_timeout(self.sock, timeout)
-            self._timeout = timeout
-
     def _recv(self, timeout: float) -> bytes:
-        self._set_timeout(timeout)
+        if timeout != self._timeout:  # idle between requests, or reading one
+            set_io_timeout(self.sock, timeout, send=False)
+            self._timeout = timeout
         try:
             return self.sock.recv(RECV_SIZE)
         except (BlockingIOError, TimeoutError) as error:
@@ -316,7 +316,6 @@ class Connection:
         self._sendall(b"".join(pending))
 
     def _sendall(self, data: bytes) -> None:
-        self._set_timeout(self.settings.read_timeout)
         try:
             if len(data) <= MAX_SEND:
                 if data:

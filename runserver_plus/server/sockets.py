@@ -50,8 +50,10 @@ def bound_port(sock: socket.socket) -> int:
     return int(sock.getsockname()[1])
 
 
-def set_io_timeout(sock: socket.socket, seconds: float) -> None:
-    """Bound each ``recv``/``send`` of a blocking socket in the kernel.
+def set_io_timeout(
+    sock: socket.socket, seconds: float, *, recv: bool = True, send: bool = True
+) -> None:
+    """Bound each ``recv`` and/or ``send`` of a blocking socket in the kernel.
 
     ``settimeout()`` makes every call a ``poll()`` then the call, and each of
     the two releases and takes back the GIL: with busy connection threads
@@ -66,5 +68,7 @@ def set_io_timeout(sock: socket.socket, seconds: float) -> None:
         whole = int(seconds)
         micro = max(round((seconds - whole) * 1_000_000), 0 if whole else 1)
         value = struct.pack("@ll", whole, micro)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, value)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, value)
+    if recv:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, value)
+    if send:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, value)
