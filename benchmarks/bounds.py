@@ -60,53 +60,65 @@ class BareServer:
     def __init__(self, name: str, project: Path, mode: str) -> None:
         self.name = name
         self.port = 0
-        self._proc = subprocess.Popen(
-            [sys.executable, str(BENCH_DIR / "bare_server.py"), str(project), mode],
-            cwd=project,
-            env=server_env(django_runserver=True),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            start_new_session=True,
-        )
+        self._project = project
+        self._mode = mode
+        self._proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        stdout = self._proc.stdout
-        assert stdout is not None
+        # stderr to a file: a pipe nobody reads could fill and block it.
+        errors = self._project.parent / f"bare-{self._mode}.stderr"
+        with errors.open("wb") as stderr:
+            self._proc = proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    str(BENCH_DIR / "bare_server.py"),
+                    str(self._project),
+                    self._mode,
+                ],
+                cwd=self._project,
+                env=server_env(django_runserver=True),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=stderr,
+                start_new_session=True,
+            )
+        assert proc.stdout is not None
         deadline = time.monotonic() + START_TIMEOUT
         line = b""
         while not line.endswith(b"\n"):
             remaining = deadline - time.monotonic()
-            if remaining <= 0 or not select.select([stdout], [], [], remaining)[0]:
+            if remaining <= 0 or not select.select([proc.stdout], [], [], remaining)[0]:
                 raise ServerError(f"{self.name} printed no port in time")
-            byte = os.read(stdout.fileno(), 1)
+            byte = os.read(proc.stdout.fileno(), 1)
             if not byte:
-                stderr = self._proc.stderr.read() if self._proc.stderr else b""
-                raise ServerError(f"{self.name} exited:\n{stderr.decode()[-4000:]}")
+                text = errors.read_text(errors="replace")
+                raise ServerError(f"{self.name} exited:\n{text[-4000:]}")
             line += byte
         self.port = int(line.split()[1])
 
     def check_alive(self) -> None:
-        if self._proc.poll() is not None:
+        if self._proc is not None and self._proc.poll() is not None:
             raise ServerError(f"{self.name} exited with code {self._proc.returncode}")
 
     def stop(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
         # The group is the session start_new_session made: only our processes.
         for sig in (signal.SIGTERM, signal.SIGKILL):
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(self._proc.pid, sig)
+                os.killpg(proc.pid, sig)
             try:
-                self._proc.wait(timeout=STOP_TIMEOUT)
+                proc.wait(timeout=STOP_TIMEOUT)
                 break
             except subprocess.TimeoutExpired:
                 continue
-        for stream in (self._proc.stdout, self._proc.stderr):
-            if stream is not None:
-                stream.close()
+        if proc.stdout is not None:
+            proc.stdout.close()
 
 
 def measure(rounds: int, seconds: float, wrk: str, workdir: Path) -> None:

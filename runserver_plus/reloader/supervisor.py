@@ -24,9 +24,9 @@ from django.utils import autoreload
 from runserver_plus.config import ServerConfig
 from runserver_plus.reloader.control import WORKER_ENV, Channel, Message, worker_marker
 from runserver_plus.reloader.errorpage import ErrorPage
-from runserver_plus.reloader.watcher import Action, Changes, Watcher, WatchRules
 
 if TYPE_CHECKING:
+    from runserver_plus.reloader.watcher import Changes, Watcher, WatchRules
     from runserver_plus.server.server import Server
 
 logger = logging.getLogger("django.utils.autoreload")
@@ -193,11 +193,10 @@ class Supervisor:
             Path(d) for d in (config.project_dir, *config.extra_watch_dirs) if d
         }
         self.offered: set[tuple[Path, str]] = set()
-        self.rules = self._make_rules()
-        self.watcher = Watcher(
-            lambda changes: self.events.put(("changes", changes)),
-            force_polling=config.force_polling,
-        )
+        # Made by run() once the first worker is on its way: importing
+        # watchfiles need not delay it.
+        self.rules: WatchRules
+        self.watcher: Watcher | None = None
 
     # --- running --------------------------------------------------------------
 
@@ -214,7 +213,7 @@ class Supervisor:
             # The worker first: it takes longest to start. A file saved before
             # the watch begins is read fresh by that worker anyway.
             self._spawn()
-            self.watcher.watch(self.rules.directories())
+            self._start_watching()
             while not self._done():
                 self._dispatch(self.events.get())
         except KeyboardInterrupt:
@@ -223,13 +222,24 @@ class Supervisor:
                 self.worker.kill()
         finally:
             self._restore_signals(previous)
-            self.watcher.stop()
+            if self.watcher is not None:
+                self.watcher.stop()
             self._stop_error_server()
             for worker in [self.worker, *self.retired]:
                 if worker is not None:
                     worker.kill()
                     worker.close()
             self.listen.close()
+
+    def _start_watching(self) -> None:
+        from runserver_plus.reloader.watcher import Watcher  # noqa: PLC0415
+
+        self.rules = self._make_rules()
+        self.watcher = Watcher(
+            lambda changes: self.events.put(("changes", changes)),
+            force_polling=self.config.force_polling,
+        )
+        self.watcher.watch(self.rules.directories())
 
     def _done(self) -> bool:
         return self.stopping and self.worker is None and not self.retired
@@ -400,17 +410,19 @@ class Supervisor:
         for change, path in sorted(changes, key=lambda c: c[1]):
             if change.name == "added" and os.path.isdir(path):
                 rescan = True
-            elif change.name == "deleted" and self.watcher.forget(Path(path)):
+            elif change.name == "deleted" and self._watching().forget(Path(path)):
                 rescan = True  # a directory went; if it comes back, watch it anew
             else:
                 paths.append(path)
         if rescan:
-            self.watcher.watch(self.rules.directories())
+            self._watching().watch(self.rules.directories())
         if self.stopping:
             return
         self._handle_paths(paths)
 
     def _handle_paths(self, paths: list[str]) -> None:
+        from runserver_plus.reloader.watcher import Action  # noqa: PLC0415
+
         restart: list[str] = []
         offer: list[str] = []
         for path in paths:
@@ -455,7 +467,13 @@ class Supervisor:
 
     # --- rules ----------------------------------------------------------------------
 
+    def _watching(self) -> Watcher:
+        assert self.watcher is not None, "changes come only once run() watches"
+        return self.watcher
+
     def _make_rules(self) -> WatchRules:
+        from runserver_plus.reloader.watcher import WatchRules  # noqa: PLC0415
+
         return WatchRules(
             roots=tuple(sorted(self.roots)),
             ignored=tuple(Path(p) for p in self.config.ignored_paths),
@@ -468,7 +486,7 @@ class Supervisor:
         rules = self._make_rules()
         if rules != self.rules:
             self.rules = rules
-            self.watcher.watch(rules.directories())
+            self._watching().watch(rules.directories())
 
     def _add_module_roots(self, files: list[str]) -> None:
         for file in files:
