@@ -38,8 +38,11 @@ class ServerConfig:
     read_timeout: float = 10.0  # s
     #: How long in-flight requests may run on after a stop was asked for.
     drain_timeout: float = 3.0  # s
-    #: Upper bound on connection threads; further connections wait in the backlog.
+    #: Upper bound on the threads serving requests at once; further requests
+    #: wait for one to end.
     max_threads: int = 256
+    #: Upper bound on open connections; further ones wait in the backlog.
+    max_connections: int = 512
     #: Listen backlog: requests queue here while a worker restarts.
     backlog: int = 1024
 

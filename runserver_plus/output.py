@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-import queue
 import socket
 import struct
 import sys
-import threading
 import time
-import traceback
 from collections.abc import Iterable
 from typing import Any
 
@@ -37,13 +34,28 @@ def enable_windows_colours() -> None:
         colorama.just_fix_windows_console()
 
 
+#: The last ``server_time()`` computed: (second, time zone names, text).
+_server_time_cache: tuple[int, tuple[str, str], str] = (-1, ("", ""), "")
+
+
 def server_time(now: float | None = None) -> str:
-    """``dd/Mon/YYYY HH:MM:SS`` in local time with English month names, as Django."""
-    t = time.localtime(now)
-    return (
+    """``dd/Mon/YYYY HH:MM:SS`` in local time with English month names, as Django.
+
+    Computed once a second: ``time.localtime()`` asks the C library to look
+    at the time zone again, a sixth of what logging a request costs.
+    """
+    global _server_time_cache  # noqa: PLW0603 - a per-second cache for all threads
+    second = int(time.time() if now is None else now)
+    cached = _server_time_cache
+    if cached[0] == second and cached[1] == time.tzname:
+        return cached[2]
+    t = time.localtime(second)
+    text = (
         f"{t.tm_mday:02d}/{_MONTHS[t.tm_mon - 1]}/{t.tm_year:04d} "
         f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}"
     )
+    _server_time_cache = (second, time.tzname, text)
+    return text
 
 
 def escape(text: str) -> str:
@@ -59,10 +71,22 @@ def _log(
     request: Any,
     now: float | None = None,
 ) -> None:
+    """A record on the ``django.server`` logger, with Django's extras.
+
+    Made with ``makeRecord()`` and passed to ``handle()``, as ``Logger.log()``
+    does, without its walk up the stack to find the caller: that walk was a
+    fifth of the cost of each access line. Records name this module and no
+    line.
+    """
+    if not server_logger.isEnabledFor(level):
+        return
     extra: dict[str, Any] = {"request": request, "server_time": server_time(now)}
     if status is not None:
         extra["status_code"] = status
-    server_logger.log(level, message, *args, extra=extra)
+    record = server_logger.makeRecord(
+        server_logger.name, level, __file__, 0, message, args, None, None, extra
+    )
+    server_logger.handle(record)
 
 
 def _level_for(status: int) -> int:
@@ -99,84 +123,6 @@ def log_request(
         request=request,
         now=now,
     )
-
-
-_AccessLine = tuple[float, str, int, "int | None", float, Any]
-
-
-class AccessLog:
-    """Access lines written by a thread of their own, in order.
-
-    Each connection thread writing its own line queued for the handler's lock
-    and took the GIL back after every terminal write: with 8 busy keep-alive
-    connections that cost about a quarter of the throughput. A line shows the
-    time its request ended. ``close()`` writes what is queued; lines logged
-    after it are written at once.
-    """
-
-    def __init__(self) -> None:
-        self._queue: queue.SimpleQueue[_AccessLine | None] = queue.SimpleQueue()
-        self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
-        self._closed = False
-
-    def log_request(
-        self,
-        request_line: str,
-        status: int,
-        size: int | None,
-        duration: float,
-        request: Any = None,
-    ) -> None:
-        """As ``log_request()``, written soon after by the log thread."""
-        if self._closed:
-            log_request(request_line, status, size, duration, request)
-            return
-        if self._thread is None:
-            self._start()
-        self._queue.put((time.time(), request_line, status, size, duration, request))
-
-    def close(self, timeout: float) -> None:
-        """Write the queued lines (waiting up to ``timeout``) and end the thread."""
-        with self._lock:
-            self._closed = True
-            thread = self._thread
-        if thread is not None:
-            self._queue.put(None)
-            thread.join(timeout)
-            if thread.is_alive():
-                return  # still writing (a slow handler): it ends at the None
-        self._write_queued()  # put by a thread that had not seen the close yet
-
-    def _start(self) -> None:
-        with self._lock:
-            if self._thread is None and not self._closed:
-                self._thread = threading.Thread(
-                    target=self._run, name="runserver_plus-access-log", daemon=True
-                )
-                self._thread.start()
-
-    def _run(self) -> None:
-        while (line := self._queue.get()) is not None:
-            _write(line)
-
-    def _write_queued(self) -> None:
-        while True:
-            try:
-                line = self._queue.get_nowait()
-            except queue.Empty:
-                return
-            if line is not None:
-                _write(line)
-
-
-def _write(line: _AccessLine) -> None:
-    now, request_line, status, size, duration, request = line
-    try:
-        log_request(request_line, status, size, duration, request, now=now)
-    except Exception:  # noqa: BLE001 - a failing filter must not stop the log
-        if logging.raiseExceptions:
-            traceback.print_exc(file=sys.stderr)
 
 
 def log_protocol_error(status: int, reason: str, request: Any = None) -> None:

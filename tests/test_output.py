@@ -5,7 +5,6 @@ from __future__ import annotations
 import calendar
 import logging
 import re
-import threading
 import time
 from collections.abc import Iterable, Iterator
 
@@ -15,7 +14,6 @@ from django.utils.log import ServerFormatter
 
 from runserver_plus import output
 from runserver_plus.server.wsgi import WSGIEnviron
-from tests.helpers import wait_until
 from tests.live import LogRecorder, record_server_log, serve_app
 
 DURATION = r"\d+(?:\.\d)?(?:ms|s)"
@@ -203,93 +201,6 @@ def test_log_request_shows_the_time_given(log: LogRecorder, utc: None) -> None:
     )
     (record,) = log.records
     assert record.server_time == "24/Nov/2026 09:05:07"  # type: ignore[attr-defined]
-
-
-# --- the access log thread ---------------------------------------------------------
-
-
-def test_access_log_writes_lines_in_order_from_its_thread(log: LogRecorder) -> None:
-    access_log = output.AccessLog()
-    try:
-        for number in range(50):
-            access_log.log_request(f"GET /{number} HTTP/1.1", 200, number, 0.001)
-        log.wait_message('"GET /49 HTTP/1.1"')
-    finally:
-        access_log.close(5)
-    assert [r.getMessage().split()[1] for r in log.records] == [
-        f"/{n}" for n in range(50)
-    ]
-    assert {r.threadName for r in log.records} == {"runserver_plus-access-log"}
-
-
-def test_access_log_close_writes_what_is_queued_and_ends_the_thread(
-    log: LogRecorder,
-) -> None:
-    access_log = output.AccessLog()
-    for number in range(200):
-        access_log.log_request(f"GET /{number} HTTP/1.1", 200, 0, 0.0)
-
-    access_log.close(5)
-
-    assert len(log.records) == 200
-    assert not [
-        t for t in threading.enumerate() if t.name == "runserver_plus-access-log"
-    ]
-    # After the close, a line is written at once, in the caller's thread.
-    access_log.log_request("GET /late HTTP/1.1", 200, 0, 0.0)
-    assert log.records[-1].getMessage().startswith('"GET /late HTTP/1.1" 200 0 ')
-    assert log.records[-1].threadName == threading.current_thread().name
-
-
-def test_access_log_shows_when_the_request_ended(log: LogRecorder) -> None:
-    # A line waiting behind a slow one still shows its own request's time.
-    release = threading.Event()
-
-    def hold_the_first(record: logging.LogRecord) -> bool:
-        if "/first" in record.getMessage():
-            release.wait(CLOCK_TIMEOUT)
-        return True
-
-    logger = logging.getLogger("django.server")
-    logger.addFilter(hold_the_first)
-    access_log = output.AccessLog()
-    try:
-        access_log.log_request("GET /first HTTP/1.1", 200, 0, 0.0)
-        before = time.time()
-        access_log.log_request("GET /queued HTTP/1.1", 200, 0, 0.0)
-        after = time.time()
-        then = {output.server_time(before), output.server_time(after)}
-        # The wall clock moves on to the next second before the line is written.
-        wait_until(lambda: output.server_time() not in then, CLOCK_TIMEOUT, "clock")
-        release.set()
-        record = log.wait_message('"GET /queued HTTP/1.1"')
-    finally:
-        release.set()
-        access_log.close(5)
-        logger.removeFilter(hold_the_first)
-    assert record.server_time in then  # type: ignore[attr-defined]
-    assert output.server_time() not in then
-
-
-def test_access_log_survives_a_failing_filter(
-    log: LogRecorder, capsys: pytest.CaptureFixture[str]
-) -> None:
-    def refuse_the_first(record: logging.LogRecord) -> bool:
-        if "/first" in record.getMessage():
-            raise RuntimeError("a broken filter")
-        return True
-
-    logger = logging.getLogger("django.server")
-    logger.addFilter(refuse_the_first)
-    access_log = output.AccessLog()
-    try:
-        access_log.log_request("GET /first HTTP/1.1", 200, 0, 0.0)
-        access_log.log_request("GET /second HTTP/1.1", 200, 0, 0.0)
-        log.wait_message('"GET /second HTTP/1.1"')
-    finally:
-        access_log.close(5)
-        logger.removeFilter(refuse_the_first)
-    assert "RuntimeError: a broken filter" in capsys.readouterr().err
 
 
 # --- through the running server -------------------------------------------------------

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Iterator
 import pytest
 
 from runserver_plus.server.wsgi import WSGIEnviron
+from tests.helpers import wait_until
 from tests.live import (
     Gate,
     LogRecorder,
@@ -303,18 +304,113 @@ def test_max_threads_makes_further_connections_wait() -> None:
         assert c.read_response().body == b"/fast"
 
 
-def test_max_threads_idle_keep_alive_connections_hold_their_slot() -> None:
+def test_idle_keep_alive_connections_hold_no_thread() -> None:
     app = gated_app(Gate())
     with (
-        serve_app(app, max_threads=1, idle_timeout=0.3) as live,
+        serve_app(app, max_threads=1, idle_timeout=60) as live,
+        live.connect() as first,
+        live.connect() as second,
+    ):
+        assert first.request("GET", "/first").status == 200
+        # the first connection stays open and idle; the one thread serves on
+        assert second.request("GET", "/second").body == b"/second"
+        assert first.request("GET", "/again").body == b"/again"
+
+
+def test_max_connections_makes_further_connections_wait() -> None:
+    app = gated_app(Gate())
+    with (
+        serve_app(app, max_connections=1, idle_timeout=0.3) as live,
         live.connect() as first,
         live.connect() as second,
     ):
         assert first.request("GET", "/first").status == 200
         second.send(get("/second"))
-        # served once the first connection's idle timeout frees the thread
+        # accepted, and served, once the first connection's idle timeout closes it
         assert second.read_response().body == b"/second"
         assert first.is_closed(timeout=5)
+
+
+def test_a_failure_while_serving_closes_that_connection_only(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    def failing_filter(record: logging.LogRecord) -> bool:
+        if "/boom" in record.getMessage():
+            raise RuntimeError("the filter failed")
+        return True
+
+    logger = logging.getLogger("django.server")
+    logger.addFilter(failing_filter)
+    try:
+        with (
+            serve_app(gated_app(Gate())) as live,
+            live.connect() as failing,
+            live.connect() as other,
+        ):
+            assert failing.request("GET", "/boom").body == b"/boom"
+            assert failing.is_closed(timeout=5)
+            assert other.request("GET", "/fine").body == b"/fine"
+    finally:
+        logger.removeFilter(failing_filter)
+    err = capfd.readouterr().err
+    assert "Exception while serving" in err
+    assert "RuntimeError: the filter failed" in err
+
+
+# --- the event loop: long requests get a thread of their own ------------------------
+
+
+def connection_threads() -> list[threading.Thread]:
+    return [
+        thread
+        for thread in threading.enumerate()
+        if thread.name.startswith("runserver_plus-connection-")
+    ]
+
+
+def test_a_slow_request_does_not_hold_the_others_up() -> None:
+    gate = Gate()
+    with (
+        serve_app(gated_app(gate)) as live,
+        gate,
+        live.connect() as slow,
+        live.connect() as other,
+    ):
+        slow.send(get("/slow"))
+        gate.wait_entered(1, timeout=5)
+        for number in range(3):
+            assert other.request("GET", f"/fast/{number}").status == 200
+        assert slow.buffer == b""  # still waiting at the gate
+        gate.open()
+        assert slow.read_response().body == b"/slow"
+
+
+def test_after_a_slow_request_its_connection_serves_on() -> None:
+    gate = Gate()
+    with serve_app(gated_app(gate)) as live, gate, live.connect() as client:
+        # pipelined: the second request waits in the buffer behind the slow one
+        client.send(get("/slow") + get("/next"))
+        gate.wait_entered(1, timeout=5)
+        gate.open()
+        assert client.read_response().body == b"/slow"
+        assert client.read_response().body == b"/next"
+        # back in the loop: kept alive and answered again
+        assert client.request("GET", "/third").body == b"/third"
+
+
+def test_the_thread_of_a_slow_request_ends_with_it() -> None:
+    gate = Gate()
+    with serve_app(gated_app(gate)) as live, gate, live.connect() as client:
+        assert client.request("GET", "/warm").status == 200
+        assert len(connection_threads()) == 1  # the loop's
+        client.send(get("/slow"))
+        gate.wait_entered(1, timeout=5)
+        # the request keeps its thread; another one carries the loop on
+        wait_until(lambda: len(connection_threads()) == 2, 5, "the hand-over")
+        gate.open()
+        assert client.read_response().body == b"/slow"
+        wait_until(lambda: len(connection_threads()) == 1, 5, "the thread's end")
+        assert client.request("GET", "/after").body == b"/after"
 
 
 # --- shutdown and drain -----------------------------------------------------------
@@ -373,6 +469,29 @@ def test_drain_closes_idle_connections_at_once() -> None:
         assert time.monotonic() - started < 5
         assert used.is_closed(timeout=5)
         assert fresh.is_closed(timeout=5)
+
+
+def test_a_request_half_sent_at_the_stop_is_still_answered() -> None:
+    with (
+        serve_app(gated_app(Gate()), idle_timeout=60) as live,
+        live.connect() as client,
+    ):
+        assert client.request("GET", "/first").status == 200
+        # Whether the loop reads these bytes before the stop or not, the
+        # connection is not idle: they are on its socket.
+        client.send(b"GET /second HTTP/1.1\r\n")
+        live.server.shutdown()
+        live.thread.join(5)
+        assert not live.thread.is_alive()
+        drainer, result = start_drain(live, 5)
+        try:
+            client.send(b"Host: x\r\n\r\n")
+            response = client.read_response()
+            assert response.body == b"/second"
+            assert response.header("Connection") == "close"
+            assert result.get(timeout=10) is True
+        finally:
+            drainer.join(10)
 
 
 def test_drain_gives_up_on_a_request_that_never_finishes() -> None:

@@ -6,9 +6,11 @@ import contextlib
 import dataclasses
 import http
 import socket
+import sys
 import threading
 import time
-from collections.abc import Callable, Iterable
+import traceback
+from collections.abc import Iterable
 from typing import IO, Any
 
 import h11
@@ -18,6 +20,7 @@ from runserver_plus.server.request import (
     HEAD_END,
     MAX_HEAD,
     MAX_REQUEST_LINE,
+    NO_BODY,
     NoBody,
     ProtocolError,
     RequestBody,
@@ -46,6 +49,9 @@ RECV_SIZE = 65536  # bytes
 FRESH_GRACE = 0.5  # s
 #: Longest request line shown in the log (a 414 can be 64 KiB long).
 LOGGED_LINE = 1000  # characters
+#: recv() flag for a read that must not wait (the event loop's); 0 where the
+#: platform has none, as on Windows: the loop reads only readable sockets.
+_DONT_WAIT = getattr(socket, "MSG_DONTWAIT", 0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,8 +62,6 @@ class ConnectionSettings:
     idle_timeout: float  # s, between requests on a kept-alive connection
     read_timeout: float  # s, per read while a request is arriving or sent
     keep_alive: bool  # False with --nothreading: one request per connection
-    #: Writes an access line, with ``output.log_request()``'s arguments.
-    log_request: Callable[[str, int, int | None, float, Any], None] = output.log_request
 
 
 class Connection:
@@ -112,19 +116,27 @@ class Connection:
         _shutdown(self.sock)
 
     def serve(self) -> None:
+        """Serve requests with blocking reads until the connection ends; close it."""
         try:
-            while self._serve_one():
+            while (head := self._next_head()) is not None and self.answer(head):
                 pass
-        except ClientWentAway:
-            output.log_broken_pipe(self.peer)
-        except ClientGone:
-            pass
-        except (BrokenPipeError, ConnectionResetError, ConnectionAbortedError):
-            output.log_broken_pipe(self.peer)
-        except OSError:
-            pass  # the socket was shut down by abort(), or timed out
+        except (OSError, ClientGone) as error:
+            _client_failed(error, self.peer)
         finally:
             self.sock.close()
+
+    def leave_loop(self) -> None:
+        """Mark the connection as waiting for its next request: it leaves the
+        event loop for a thread of its own, which the drain may find idle."""
+        with self._lock:
+            self._idle = not self._buffer
+
+    def _next_head(self) -> bytes | None:
+        try:
+            return self._read_head()
+        except ProtocolError as error:
+            self.reject(error)
+            return None
 
     # --- reading ------------------------------------------------------------
 
@@ -144,21 +156,67 @@ class Connection:
             raise ClientGone("closed mid-body")
         return data
 
+    def take_head(self) -> bytes | None:
+        """The next request's head if it has arrived whole, else None;
+        ``ProtocolError`` (414, 431) when it is too long to wait for."""
+        buffer = self._buffer
+        while buffer[:2] == b"\r\n" or buffer[:1] == b"\n":
+            del buffer[: 2 if buffer[:1] == b"\r" else 1]  # RFC 9112 §2.2
+        match = HEAD_END.search(buffer)
+        if match:
+            head = bytes(buffer[: match.end()])
+            del buffer[: match.end()]
+            return head
+        if buffer.find(b"\n") < 0 and len(buffer) > MAX_REQUEST_LINE:
+            raise ProtocolError(414, "Request-URI Too Long")
+        if len(buffer) > MAX_HEAD:
+            raise ProtocolError(431, "Request header fields too large")
+        return None
+
+    @property
+    def served(self) -> int:
+        """How many requests the connection has answered."""
+        return self._served
+
+    @property
+    def has_partial_request(self) -> bool:
+        """Whether bytes of a request that has not arrived whole are buffered."""
+        return bool(self._buffer)
+
+    def receive_ready(self, *, wait: bool = True) -> bool:
+        """Take what the client sent; False when it closed, reset or spoke TLS.
+
+        For a socket the event loop saw readable, which answers at once.
+        ``wait=False`` for one that may not be: where the platform cannot read
+        without waiting (Windows), nothing is read then.
+        """
+        if not wait and not _DONT_WAIT:
+            return True
+        try:
+            data = self.sock.recv(RECV_SIZE, _DONT_WAIT)
+        except BlockingIOError:
+            return True  # a spurious wake-up: nothing to read after all
+        except OSError:
+            return False  # reset by the client
+        return self._received(data)
+
+    def _received(self, data: bytes) -> bool:
+        if not data:
+            return False
+        if not self._buffer and data.startswith(output.TLS_HANDSHAKE_PREFIX):
+            output.log_tls_attempt(self.sock)
+            return False
+        self._buffer += data
+        self._idle = False
+        return True
+
     def _read_head(self) -> bytes | None:
         """The next request's head, or None when the client is done with us."""
-        buffer = self._buffer
         while True:
-            while buffer[:2] == b"\r\n" or buffer[:1] == b"\n":
-                del buffer[: 2 if buffer[:1] == b"\r" else 1]  # RFC 9112 §2.2
-            match = HEAD_END.search(buffer)
-            if match:
-                head = bytes(buffer[: match.end()])
-                del buffer[: match.end()]
+            head = self.take_head()
+            if head is not None:
                 return head
-            if buffer.find(b"\n") < 0 and len(buffer) > MAX_REQUEST_LINE:
-                raise ProtocolError(414, "Request-URI Too Long")
-            if len(buffer) > MAX_HEAD:
-                raise ProtocolError(431, "Request header fields too large")
+            buffer = self._buffer
             with self._lock:
                 if self._closing and self._served and not buffer:
                     return None
@@ -175,24 +233,30 @@ class Connection:
             finally:
                 with self._lock:
                     self._idle = False
-            if not data:
+            if not self._received(data):
                 return None
-            if not buffer and data.startswith(output.TLS_HANDSHAKE_PREFIX):
-                output.log_tls_attempt(self.sock)
-                return None
-            buffer += data
 
     # --- one request --------------------------------------------------------
 
-    def _serve_one(self) -> bool:
-        """Serve one request; True when the connection may carry another."""
+    def answer(self, head: bytes) -> bool:
+        """Serve the request with this head; True when the connection may carry
+        another. A client that goes away costs at most one quiet log line."""
         try:
-            head = self._read_head()
-        except ProtocolError as error:
-            self._send_error(error, _first_line(bytes(self._buffer)), 0.0)
-            return False
-        if head is None:
-            return False
+            return self._answer(head)
+        except (OSError, ClientGone) as error:
+            _client_failed(error, self.peer)
+        except Exception:  # noqa: BLE001 - a bug, or a log filter that raised
+            # This connection closes; the server, and its other clients, go on.
+            sys.stderr.write(f"Exception while serving {self.peer}:\n")
+            traceback.print_exc(file=sys.stderr)
+        return False
+
+    def reject(self, error: ProtocolError) -> None:
+        """Answer what is buffered with the error the server found in it; the
+        connection is to be closed afterwards."""
+        self._send_error(error, _first_line(bytes(self._buffer)), 0.0)
+
+    def _answer(self, head: bytes) -> bool:
         started = time.perf_counter()
         request_line = _first_line(head)
         try:
@@ -204,7 +268,7 @@ class Connection:
         body: IO[bytes] | RequestBody | NoBody
         length = None
         if conn is None:  # no body: what follows the head stays in the buffer
-            reader = body = NoBody()
+            reader = body = NO_BODY
         else:
             if self._buffer:
                 # Only when there is something: h11 takes b"" for the client
@@ -237,7 +301,7 @@ class Connection:
         if not response.completed:
             return False  # the response could not be finished: close to show it
         if not environ.get("runserver_plus.quiet"):
-            self.settings.log_request(
+            output.log_request(
                 request_line,
                 response.status,
                 response.sent,
@@ -262,11 +326,11 @@ class Connection:
         """Persistent unless the client, the server mode or a stop says no."""
         if self._closing or not self.settings.keep_alive:
             return False
+        values = [value for name, value in request.headers if name == b"connection"]
+        if not values:  # the common case
+            return request.http_version != b"1.0"
         tokens = {
-            token.strip().lower()
-            for name, value in request.headers
-            if name == b"connection"
-            for token in value.split(b",")
+            token.strip().lower() for value in values for token in value.split(b",")
         }
         if request.http_version != b"1.0":
             return b"close" not in tokens
@@ -286,7 +350,7 @@ class Connection:
         except ClientGone:
             return
         duration = time.perf_counter() - started if started else 0.0
-        self.settings.log_request(request_line, error.status, None, duration, self.sock)
+        output.log_request(request_line, error.status, None, duration, self.sock)
 
     # --- writing --------------------------------------------------------------
 
@@ -330,8 +394,24 @@ class Connection:
 
 def _first_line(data: bytes) -> str:
     """The request line as the log shows it: raw bytes read as latin-1."""
-    line = data.split(b"\n", 1)[0].rstrip(b"\r").decode("latin-1")
+    end = data.find(b"\n")
+    line = (data if end < 0 else data[:end]).rstrip(b"\r").decode("latin-1")
     return line if len(line) <= LOGGED_LINE else line[:LOGGED_LINE] + "..."
+
+
+_BROKEN_OFF = (
+    ClientWentAway,
+    BrokenPipeError,
+    ConnectionResetError,
+    ConnectionAbortedError,
+)
+
+
+def _client_failed(error: OSError | ClientGone, peer: Any) -> None:
+    """One quiet line when the client broke the connection off; nothing for a
+    timeout or a socket the server shut down itself."""
+    if isinstance(error, _BROKEN_OFF):
+        output.log_broken_pipe(peer)
 
 
 def _shutdown(sock: socket.socket) -> None:

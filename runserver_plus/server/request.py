@@ -255,6 +255,10 @@ class NoBody:
         return True
 
 
+#: Stateless, so one serves every request without a body.
+NO_BODY = NoBody()
+
+
 def decode_chunked(body: RequestBody) -> tuple[IO[bytes], int | None]:
     """Read a whole chunked body so the app sees a plain one with a length."""
     spool: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY)  # noqa: SIM115 - closed with the request

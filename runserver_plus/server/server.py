@@ -12,16 +12,11 @@ import time
 from collections.abc import Callable
 from typing import cast
 
-from runserver_plus import output
 from runserver_plus.config import ServerConfig
 from runserver_plus.server.connection import Connection, ConnectionSettings
+from runserver_plus.server.loop import EventLoop
 from runserver_plus.server.sockets import bound_port
 from runserver_plus.server.wsgi import WSGIApp, base_environ
-
-#: How often the accept loop looks again when all connection threads are busy.
-_SLOT_POLL = 0.05  # s
-#: How long the drain waits for the queued access lines to be written.
-_ACCESS_LOG_FLUSH = 1.0  # s
 
 
 def server_name(addr: str) -> str:
@@ -61,17 +56,13 @@ class Server:
         self._slots = threading.BoundedSemaphore(config.max_threads)
         self._names = itertools.count(1)
         self._name = server_name(config.addr)
-        #: Connection threads hand their access lines to one writer; one at a
-        #: time (--nothreading) writes its own.
-        self._access_log = output.AccessLog() if config.use_threading else None
 
     # --- control, from any thread ------------------------------------------
 
     def shutdown(self) -> None:
         """Stop accepting; safe to call from a signal handler or another thread."""
         self._stopping.set()
-        with contextlib.suppress(OSError):  # already woken and closed
-            self._wake_w.send(b"x")
+        self.wake()
 
     def drain(self, timeout: float) -> bool:
         """Close idle connections and wait up to ``timeout`` for busy ones.
@@ -91,8 +82,6 @@ class Server:
             late = list(self._active)
         for connection in late:
             connection.abort()
-        if self._access_log is not None:
-            self._access_log.close(_ACCESS_LOG_FLUSH)
         return not late
 
     # --- the loop -------------------------------------------------------------
@@ -101,17 +90,80 @@ class Server:
         selector = selectors.DefaultSelector()
         try:
             self.sock.setblocking(False)
-            selector.register(self.sock, selectors.EVENT_READ)
-            selector.register(self._wake_r, selectors.EVENT_READ)
             if self.config.use_threading:
-                self._threaded_loop(selector)
+                EventLoop(self, selector).run()
             else:
+                selector.register(self.sock, selectors.EVENT_READ)
+                selector.register(self._wake_r, selectors.EVENT_READ)
                 self._serial_loop(selector)
         finally:
             selector.close()
             self.sock.close()
             self._wake_r.close()
             self._wake_w.close()
+
+    # --- for the event loop ---------------------------------------------------------
+
+    @property
+    def stopping(self) -> threading.Event:
+        return self._stopping
+
+    @property
+    def wake_socket(self) -> socket.socket:
+        """Readable when ``shutdown()`` or ``wake()`` was called."""
+        return self._wake_r
+
+    def wake(self) -> None:
+        with contextlib.suppress(OSError):  # the loop has ended and closed it
+            self._wake_w.send(b"x")
+
+    def take_slot(self, *, blocking: bool = True) -> bool:
+        """One of the ``max_threads`` threads that may serve at once."""
+        return self._slots.acquire(blocking=blocking)
+
+    def thread_name(self) -> str:
+        return f"runserver_plus-connection-{next(self._names)}"
+
+    def thread_done(self, *, slot: bool) -> None:
+        """A serving thread ends: free its slot and what it held."""
+        if slot:
+            self._slots.release()
+        if self._on_thread_exit is not None:
+            self._on_thread_exit()
+
+    def accept_connection(self) -> Connection | None:
+        accepted = self._accept()
+        if accepted is None:
+            return None
+        connection = Connection(
+            accepted[0], accepted[1], self.app, self._settings(accepted[1])
+        )
+        self._track(connection)
+        return connection
+
+    def forget(self, connection: Connection) -> None:
+        """The connection is closed."""
+        self._untrack(connection)
+
+    def serve_alone(self, connection: Connection, *, threaded: bool = False) -> None:
+        """Serve the connection with blocking reads until it ends, in this
+        thread or in a new one: what the loop hands on when it stops."""
+        if not threaded:
+            try:
+                connection.serve()
+            finally:
+                self._untrack(connection)
+            return
+
+        def run() -> None:
+            try:
+                self.serve_alone(connection)
+            finally:
+                self.thread_done(slot=False)
+
+        threading.Thread(target=run, name=self.thread_name(), daemon=True).start()
+
+    # --- the loop -------------------------------------------------------------
 
     def _settings(self, peer: tuple[str, int]) -> ConnectionSettings:
         return ConnectionSettings(
@@ -121,11 +173,6 @@ class Server:
             idle_timeout=self.config.idle_timeout,
             read_timeout=self.config.read_timeout,
             keep_alive=self.config.use_threading,
-            log_request=(
-                output.log_request
-                if self._access_log is None
-                else self._access_log.log_request
-            ),
         )
 
     def _accept(self) -> tuple[socket.socket, tuple[str, int]] | None:
@@ -136,41 +183,6 @@ class Server:
         client.setblocking(True)
         client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return client, peer
-
-    def _threaded_loop(self, selector: selectors.BaseSelector) -> None:
-        while not self._stopping.is_set():
-            # Take a slot before accepting: when all are busy, new connections
-            # wait in the backlog instead of piling up threads.
-            if not self._slots.acquire(timeout=_SLOT_POLL):
-                continue
-            accepted = None
-            while accepted is None and not self._stopping.is_set():
-                for key, _ in selector.select():
-                    if key.fileobj is self.sock:
-                        accepted = self._accept()
-            if accepted is None:
-                self._slots.release()
-                return
-            connection = Connection(
-                accepted[0], accepted[1], self.app, self._settings(accepted[1])
-            )
-            self._track(connection)
-            thread = threading.Thread(
-                target=self._run_threaded,
-                args=(connection,),
-                name=f"runserver_plus-connection-{next(self._names)}",
-                daemon=True,
-            )
-            thread.start()
-
-    def _run_threaded(self, connection: Connection) -> None:
-        try:
-            connection.serve()
-        finally:
-            self._untrack(connection)
-            self._slots.release()
-            if self._on_thread_exit is not None:
-                self._on_thread_exit()
 
     def _serial_loop(self, selector: selectors.BaseSelector) -> None:
         """One request at a time; a connection is served only once it has sent

@@ -1,0 +1,335 @@
+"""Threaded mode: one thread serves the requests that arrive, in turn; one that
+takes long keeps its thread while another thread carries the loop on."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import selectors
+import threading
+import time
+from typing import TYPE_CHECKING
+
+from runserver_plus.server.request import ProtocolError
+
+if TYPE_CHECKING:
+    from runserver_plus.server.connection import Connection
+    from runserver_plus.server.server import Server
+
+#: How long one request may hold the loop before another thread takes it on.
+#: A request that takes longer delays the others by about this much, once.
+HAND_OVER_AFTER = 0.01  # s
+
+# What a selector key's data says the socket is.
+_LISTENER = "listener"
+_WAKE = "wake"
+
+
+class EventLoop:
+    """Serves a threaded server's connections, from one thread at a time.
+
+    The owner thread waits on every connection at once and serves each request
+    that has arrived whole, one after the other: no thread per connection, so
+    no hand-over of the GIL per request, which cost a thread-per-connection
+    server more than half of Django's own speed (``benchmarks/bounds.py``).
+
+    ``run()``'s thread watches: when one request has held the loop for
+    ``HAND_OVER_AFTER`` (a slow view, a body that arrives slowly, a client
+    slow to read), that request keeps its thread and a new thread owns the
+    loop. The old thread finishes the request, serves what its connection has
+    buffered, hands the connection back and ends. Threads are bounded by the
+    server's slots: with none free, the loop waits for the request.
+
+    On ``shutdown()`` the loop stops accepting and hands its connections on:
+    idle ones are closed, the others (a request half arrived, or none yet) go
+    to threads of their own with blocking reads, where the drain finds them.
+    """
+
+    def __init__(self, server: Server, selector: selectors.BaseSelector) -> None:
+        self._server = server
+        self._selector = selector
+        self._idle_timeout = server.config.idle_timeout
+        self._read_timeout = server.config.read_timeout
+        self._max_connections = server.config.max_connections
+        #: Connections in the loop, with the time they may wait until.
+        self._deadlines: dict[Connection, float] = {}
+        self._next_sweep = math.inf
+        self._open = 0  # connections accepted and not closed, in the loop or not
+        self._accepting = True
+        self._cond = threading.Condition(threading.Lock())
+        # Under _cond: which thread owns the loop, and what it does.
+        self._owner = 0  # generation: each new owner thread gets the next one
+        self._in_request = False
+        self._current: Connection | None = None
+        self._done = False
+        #: Connections given back by threads that finished a long request,
+        #: with whether they may carry another request.
+        self._returned: list[tuple[Connection, bool]] = []
+        # The watcher's view. The owner counts and flags requests without the
+        # lock; the watcher reads them under it (see _watch).
+        self._begun = 0
+        self._watcher_asleep = False
+
+    # --- the watcher: run()'s thread ----------------------------------------------
+
+    def run(self) -> None:
+        """Serve until the server stops; return once the connections are handed on."""
+        self._selector.register(self._server.sock, selectors.EVENT_READ, _LISTENER)
+        self._selector.register(self._server.wake_socket, selectors.EVENT_READ, _WAKE)
+        self._server.take_slot()
+        self._start_owner(self._owner)
+        self._watch()
+
+    def _watch(self) -> None:
+        leftover: list[Connection] = []
+        with self._cond:
+            while not self._done:
+                if self._watcher_asleep:
+                    self._cond.wait()  # until a request begins, or the loop ends
+                    continue
+                begun = self._begun
+                self._cond.wait(HAND_OVER_AFTER)
+                if self._done:
+                    break
+                if self._in_request:
+                    if self._server.stopping.is_set():
+                        leftover = self._end_loop()  # the owner will not look again
+                    elif self._begun == begun:
+                        self._hand_over()
+                elif self._begun == begun:
+                    # Nothing ran for a whole tick: sleep until a request
+                    # begins. The owner sets _in_request then reads this flag;
+                    # here the flag is set then _in_request read, so one of the
+                    # two sees the other.
+                    self._watcher_asleep = True
+                    if self._in_request:
+                        self._watcher_asleep = False
+        self._release(leftover)
+
+    def _hand_over(self) -> None:
+        """The request in the loop has taken too long: it keeps its thread, and a
+        new owner takes the loop on. Under the lock, while the owner serves."""
+        if not self._server.take_slot(blocking=False):
+            return  # every thread is busy: the loop waits for this request
+        connection = self._current
+        assert connection is not None
+        self._forget_in_loop(connection)
+        self._owner += 1
+        self._in_request = False
+        self._start_owner(self._owner)
+
+    def _start_owner(self, generation: int) -> None:
+        thread = threading.Thread(
+            target=self._own,
+            args=(generation,),
+            name=self._server.thread_name(),
+            daemon=True,
+        )
+        thread.start()
+
+    # --- the owner -----------------------------------------------------------------
+
+    def _own(self, generation: int) -> None:
+        try:
+            self._loop(generation)
+        except BaseException:
+            # A failure of the server itself, not of a client: stop, rather
+            # than keep a process that no thread serves.
+            with self._cond:
+                if generation == self._owner:
+                    self._done = True
+                    self._cond.notify_all()
+            self._server.shutdown()
+            raise
+        finally:
+            self._server.thread_done(slot=True)
+
+    def _loop(self, generation: int) -> None:
+        select = self._selector.select
+        while True:
+            timeout = (
+                None
+                if self._next_sweep == math.inf
+                else max(0.0, self._next_sweep - time.monotonic())
+            )
+            for key, _ in select(timeout):
+                data = key.data
+                if data is _LISTENER:
+                    self._accept()
+                elif data is _WAKE:
+                    if not self._woken(generation):
+                        return
+                elif not self._readable(data, generation):
+                    return  # this thread no longer owns the loop
+            if self._next_sweep <= time.monotonic():
+                self._sweep()
+
+    def _accept(self) -> None:
+        connection = self._server.accept_connection()
+        if connection is None:
+            return
+        self._open += 1
+        self._selector.register(connection.sock, selectors.EVENT_READ, connection)
+        self._wait_for(connection)
+        if self._open >= self._max_connections:
+            # Further connections wait in the backlog until one closes.
+            self._selector.unregister(self._server.sock)
+            self._accepting = False
+
+    def _readable(self, connection: Connection, generation: int) -> bool:
+        if not connection.receive_ready():
+            self._close(connection)
+            return True
+        return self._serve_buffered(connection, generation)
+
+    def _serve_buffered(self, connection: Connection, generation: int) -> bool:
+        """Serve the requests that have arrived whole; False when this thread
+        lost the loop meanwhile (it has then finished with the connection)."""
+        while True:
+            try:
+                head = connection.take_head()
+            except ProtocolError as error:
+                connection.reject(error)
+                self._close(connection)
+                return True
+            if head is None:
+                self._wait_for(connection)
+                return True
+            self._current = connection
+            self._in_request = True
+            self._begun += 1
+            if self._watcher_asleep:
+                with self._cond:
+                    self._watcher_asleep = False
+                    self._cond.notify()
+            keep = connection.answer(head)
+            with self._cond:
+                owner = generation == self._owner
+                if owner:
+                    self._in_request = False
+            if not owner:
+                self._finish_alone(connection, keep)
+                return False
+            if not keep:
+                self._close(connection)
+                return True
+
+    def _wait_for(self, connection: Connection) -> None:
+        """Wait in the loop for the connection's next bytes, for as long as the
+        timeouts allow: a request half arrived gets the read timeout."""
+        timeout = (
+            self._read_timeout if connection.has_partial_request else self._idle_timeout
+        )
+        deadline = time.monotonic() + timeout
+        self._deadlines[connection] = deadline
+        self._next_sweep = min(deadline, self._next_sweep)
+
+    def _sweep(self) -> None:
+        """Drop the connections that waited too long: 408 for a request half
+        arrived, silently for an idle one."""
+        now = time.monotonic()
+        self._next_sweep = math.inf
+        for connection, deadline in list(self._deadlines.items()):
+            if deadline > now:
+                self._next_sweep = min(deadline, self._next_sweep)
+            else:
+                if connection.has_partial_request:
+                    connection.reject(ProtocolError(408, "Request Timeout"))
+                self._close(connection)
+
+    def _woken(self, generation: int) -> bool:
+        """Take back returned connections; at a stop, hand every one on."""
+        with contextlib.suppress(OSError):
+            self._server.wake_socket.recv(4096)
+        if self._server.stopping.is_set():
+            with self._cond:
+                leftover = self._end_loop()
+            self._release(leftover)
+            return False
+        with self._cond:
+            returned, self._returned = self._returned, []
+        for connection, keep in returned:
+            if keep:
+                self._selector.register(
+                    connection.sock, selectors.EVENT_READ, connection
+                )
+                self._wait_for(connection)
+            else:
+                self._close(connection)
+        return True
+
+    def _close(self, connection: Connection) -> None:
+        self._forget_in_loop(connection)
+        connection.sock.close()
+        self._server.forget(connection)
+        self._open -= 1
+        if not self._accepting and self._open < self._max_connections:
+            self._selector.register(self._server.sock, selectors.EVENT_READ, _LISTENER)
+            self._accepting = True
+
+    def _forget_in_loop(self, connection: Connection) -> None:
+        if self._deadlines.pop(connection, None) is not None:
+            self._selector.unregister(connection.sock)
+
+    # --- a thread that lost the loop during a long request ----------------------
+
+    def _finish_alone(self, connection: Connection, keep: bool) -> None:
+        """Serve the requests the connection has buffered, then give it back."""
+        while keep:
+            try:
+                head = connection.take_head()
+            except ProtocolError as error:
+                connection.reject(error)
+                break
+            if head is None:
+                break
+            keep = connection.answer(head)
+        with self._cond:
+            given_back = not self._done
+            if given_back:
+                self._returned.append((connection, keep))
+        if given_back:
+            self._server.wake()
+        elif keep:
+            connection.leave_loop()
+            self._server.serve_alone(connection)  # the loop has ended
+        else:
+            connection.sock.close()
+            self._server.forget(connection)
+
+    # --- the end -------------------------------------------------------------------
+
+    def _end_loop(self) -> list[Connection]:
+        """Under the lock: no thread owns the loop from now on. Returns the
+        connections to hand on (the one in a request stays with its thread)."""
+        self._owner += 1
+        self._done = True
+        self._cond.notify_all()
+        if self._in_request and self._current is not None:
+            self._forget_in_loop(self._current)
+        leftover = list(self._deadlines)
+        for connection in leftover:
+            self._selector.unregister(connection.sock)
+        self._deadlines.clear()
+        for connection, keep in self._returned:
+            if keep:
+                leftover.append(connection)
+            else:
+                connection.sock.close()
+                self._server.forget(connection)
+        self._returned.clear()
+        return leftover
+
+    def _release(self, leftover: list[Connection]) -> None:
+        """Close idle connections; the others get threads of their own."""
+        for connection in leftover:
+            idle = connection.served and not connection.has_partial_request
+            if idle and connection.receive_ready(wait=False):
+                # A request may have arrived since the loop last looked.
+                idle = not connection.has_partial_request
+            if idle:
+                connection.sock.close()
+                self._server.forget(connection)
+            else:
+                connection.leave_loop()
+                self._server.serve_alone(connection, threaded=True)
