@@ -224,13 +224,21 @@ def test_build_environ_ignores_the_process_environment(
 # --- response_headers ---------------------------------------------------------
 
 
-def names(lines: list[bytes]) -> list[bytes]:
-    return [line.split(b":", 1)[0].lower() for line in lines]
+def names(block: bytes) -> list[bytes]:
+    return [line.split(b":", 1)[0].lower() for line in lines_of(block)]
+
+
+def lines_of(block: bytes) -> list[bytes]:
+    lines = block.splitlines(keepends=True)
+    assert b"".join(lines) == block
+    assert all(line.endswith(b"\r\n") for line in lines)
+    return lines
 
 
 def test_response_headers_adds_date_and_server() -> None:
     before = http_date()
-    lines, close, length = response_headers([("Content-Type", "text/plain")])
+    block, close, length = response_headers([("Content-Type", "text/plain")])
+    lines = lines_of(block)
     assert lines[0] == b"Content-Type: text/plain\r\n"
     assert lines[1] in (b"Date: " + d + b"\r\n" for d in (before, http_date()))
     assert lines[2] == b"Server: " + SERVER_SOFTWARE.encode() + b"\r\n"
@@ -240,15 +248,15 @@ def test_response_headers_adds_date_and_server() -> None:
 
 
 def test_response_headers_keeps_the_apps_date_and_server() -> None:
-    lines, _, _ = response_headers([("date", "yesterday"), ("SERVER", "mine")])
-    assert lines == [b"date: yesterday\r\n", b"SERVER: mine\r\n"]
+    block, _, _ = response_headers([("date", "yesterday"), ("SERVER", "mine")])
+    assert block == b"date: yesterday\r\nSERVER: mine\r\n"
 
 
 @pytest.mark.parametrize("name", sorted(HOP_BY_HOP))
 def test_response_headers_drops_hop_by_hop(name: str) -> None:
-    lines, _, _ = response_headers([(name.title(), "x"), ("X-Kept", "1")])
-    assert name.encode() not in names(lines)
-    assert b"x-kept" in names(lines)
+    block, _, _ = response_headers([(name.title(), "x"), ("X-Kept", "1")])
+    assert name.encode() not in names(block)
+    assert b"x-kept" in names(block)
 
 
 def test_hop_by_hop_set() -> None:
@@ -275,19 +283,19 @@ def test_hop_by_hop_set() -> None:
     ],
 )
 def test_response_headers_detects_connection_close(value: str, close: bool) -> None:
-    lines, wants_close, _ = response_headers([("Connection", value)])
+    block, wants_close, _ = response_headers([("Connection", value)])
     assert wants_close is close
-    assert b"connection" not in names(lines)
+    assert b"connection" not in names(block)
 
 
 def test_response_headers_encodes_latin1() -> None:
-    lines, _, _ = response_headers([("X-Name", "caf\xe9")])
-    assert lines[0] == b"X-Name: caf\xe9\r\n"
+    block, _, _ = response_headers([("X-Name", "caf\xe9")])
+    assert lines_of(block)[0] == b"X-Name: caf\xe9\r\n"
 
 
 def test_response_headers_keeps_repeated_headers() -> None:
-    lines, _, _ = response_headers([("Set-Cookie", "a=1"), ("Set-Cookie", "b=2")])
-    assert lines[:2] == [b"Set-Cookie: a=1\r\n", b"Set-Cookie: b=2\r\n"]
+    block, _, _ = response_headers([("Set-Cookie", "a=1"), ("Set-Cookie", "b=2")])
+    assert lines_of(block)[:2] == [b"Set-Cookie: a=1\r\n", b"Set-Cookie: b=2\r\n"]
 
 
 def test_response_headers_returns_the_declared_length() -> None:
@@ -301,6 +309,9 @@ def test_response_headers_returns_the_declared_length() -> None:
         ("X-Split", "a\r\nSet-Cookie: evil=1"),
         ("X-Split", "a\nb"),
         ("X-Nul", "a\x00b"),
+        ("X-Cr", "a\rb"),
+        ("X-Not-Text", 1),
+        ("X-Bytes", b"x"),
         ("Bad Name", "x"),
         ("Bad:Name", "x"),
         ("", "x"),

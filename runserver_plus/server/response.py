@@ -170,18 +170,23 @@ class Response:
         )
         if app_close:
             self.keep_alive = False
+        framing = b""
         if not self._no_body and self._length is None:
             if self.http11:
                 self._chunked = True
-                headers.append(b"Transfer-Encoding: chunked\r\n")
+                framing = b"Transfer-Encoding: chunked\r\n"
             else:
                 self.keep_alive = False  # the end of the body is the close
         if not self.keep_alive:
-            headers.append(b"Connection: close\r\n")
+            framing += b"Connection: close\r\n"
         elif not self.http11:
-            headers.append(b"Connection: keep-alive\r\n")
-        status_line = b"HTTP/1.1 %d %s\r\n" % (self.status, self._reason)
-        self._pending_head = b"".join([status_line, *headers, b"\r\n"])
+            framing += b"Connection: keep-alive\r\n"
+        self._pending_head = b"HTTP/1.1 %d %s\r\n%s%s\r\n" % (
+            self.status,
+            self._reason,
+            headers,
+            framing,
+        )
 
     def _frame(self, chunk: bytes) -> bytes:
         if self._chunked:
@@ -216,8 +221,10 @@ class Response:
             raise ValueError(
                 f"the response body is shorter than its Content-Length ({self._length})"
             )
-        tail = _CHUNKED_END if self._chunked else b""
-        self.writer.send([self._take_head(), tail] if not self._head_sent else [tail])
+        if self._chunked:
+            self.writer.send([self._take_head(), _CHUNKED_END])
+        elif not self._head_sent:
+            self.writer.send([self._take_head()])
         self.completed = True
 
     def _send_file(self, wrapper: FileWrapper, offset: int, length: int | None) -> None:

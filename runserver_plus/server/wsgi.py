@@ -140,28 +140,49 @@ def build_environ(
     environ = base.copy()
     environ["REQUEST_METHOD"] = request.method.decode("ascii")
     environ["SERVER_PROTOCOL"] = "HTTP/" + request.http_version.decode("ascii")
-    environ["PATH_INFO"] = unquote_to_bytes(path).decode("latin-1")
+    environ["PATH_INFO"] = (unquote_to_bytes(path) if b"%" in path else path).decode(
+        "latin-1"
+    )
     environ["QUERY_STRING"] = query.decode("latin-1")
     environ["CONTENT_TYPE"] = "text/plain"
     environ["CONTENT_LENGTH"] = ""
+    key_of = _environ_keys.get
     for raw_name, raw_value in request.headers:
-        if b"_" in raw_name:
+        key = key_of(raw_name)
+        if key is None:
+            key = _environ_key(raw_name)
+        if not key:
             continue
-        name = raw_name.decode("ascii").upper().replace("-", "_")
         value = raw_value.decode("latin-1")
-        if name in ("CONTENT_TYPE", "CONTENT_LENGTH"):
-            key = name
-        elif name == "TRANSFER_ENCODING":
-            continue  # the body the app sees is already decoded
-        else:
-            key = "HTTP_" + name
-            if key in environ:
-                value = environ[key] + "," + value
+        if key in environ and key[:5] == "HTTP_":
+            value = environ[key] + "," + value
         environ[key] = value
     if content_length is not None:
         environ["CONTENT_LENGTH"] = str(content_length)
     environ["wsgi.input"] = body
     return environ
+
+
+#: Environ keys of header names seen before ("" for a header left out): the
+#: same few names come with every request.
+_environ_keys: dict[bytes, str] = {}
+_MAX_ENVIRON_KEYS = 1000
+
+
+def _environ_key(raw_name: bytes) -> str:
+    """``HTTP_X_NAME`` for ``x-name``; "" for names left out of the environ:
+    those holding an underscore, as Django's server drops them, and
+    Transfer-Encoding, since the app sees the body decoded."""
+    name = raw_name.decode("ascii").upper().replace("-", "_")
+    if b"_" in raw_name or name == "TRANSFER_ENCODING":
+        key = ""
+    elif name in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+        key = name
+    else:
+        key = "HTTP_" + name
+    if len(_environ_keys) < _MAX_ENVIRON_KEYS:
+        _environ_keys[raw_name] = key
+    return key
 
 
 _date_cache: tuple[int, bytes] = (0, b"")
@@ -183,40 +204,80 @@ _BAD_VALUE = re.compile(r"[\r\n\x00]")
 _SERVER_LINE = f"Server: {SERVER_SOFTWARE}\r\n".encode("ascii")
 
 
-def response_headers(
-    headers: list[tuple[str, str]],
-) -> tuple[list[bytes], bool, int | None]:
+# What a response header's name means to the server.
+_PLAIN, _HOP_BY_HOP, _CONNECTION, _LENGTH, _DATE, _SERVER = range(6)
+_SPECIAL_NAMES = {
+    "connection": _CONNECTION,
+    "content-length": _LENGTH,
+    "date": _DATE,
+    "server": _SERVER,
+}
+#: Valid names seen before, with their kind: the same few come with every
+#: response, and checking each again cost a tenth of a keep-alive request.
+_name_kinds: dict[str, int] = {}
+_MAX_NAMES = 1000
+
+
+def _kind_of(name: str, value: str) -> int:
+    if not _FIELD_NAME.fullmatch(name):
+        raise ValueError(f"invalid response header {name!r}: {value!r}")
+    lower = name.lower()
+    kind = _SPECIAL_NAMES.get(lower, _HOP_BY_HOP if lower in HOP_BY_HOP else _PLAIN)
+    if len(_name_kinds) < _MAX_NAMES:
+        _name_kinds[name] = kind
+    return kind
+
+
+def response_headers(headers: list[tuple[str, str]]) -> tuple[bytes, bool, int | None]:
     """Encode the app's headers as wire lines, without hop-by-hop ones.
 
-    Returns the lines (``b"Name: value\r\n"``, with ``Date`` and ``Server``
-    added unless the app set them), whether the app asked for the connection
-    to close (``Connection: close``, the one hop-by-hop header we honour) and
-    the declared Content-Length. ``ValueError`` for a header that could not
-    go on the wire as it is.
+    Returns the lines (``b"Name: value\r\n"`` each, with ``Date`` and
+    ``Server`` added unless the app set them), whether the app asked for the
+    connection to close (``Connection: close``, the one hop-by-hop header we
+    honour) and the declared Content-Length. ``ValueError`` for a header that
+    could not go on the wire as it is.
     """
-    lines: list[bytes] = []
+    lines: list[str] = []
     close = has_date = has_server = False
     length: int | None = None
+    kind_of = _name_kinds.get
     for name, value in headers:
-        lower = name.lower()
-        if lower in HOP_BY_HOP:
-            if lower == "connection" and "close" in value.lower():
-                close = True
-            continue
-        if not _FIELD_NAME.fullmatch(name) or _BAD_VALUE.search(value):
+        kind = kind_of(name)
+        if kind is None:
+            kind = _kind_of(name, value)
+        if value.__class__ is not str:
             raise ValueError(f"invalid response header {name!r}: {value!r}")
-        if lower == "content-length":
-            if not (value.isascii() and value.isdigit()) or length is not None:
-                raise ValueError(f"invalid Content-Length {value!r}")
-            length = int(value)
-        has_date = has_date or lower == "date"
-        has_server = has_server or lower == "server"
-        lines.append(f"{name}: {value}\r\n".encode("latin-1"))
+        if kind:
+            if kind == _HOP_BY_HOP:
+                continue
+            if kind == _CONNECTION:
+                close = close or "close" in value.lower()
+                continue
+            if kind == _LENGTH:
+                if not (value.isascii() and value.isdigit()) or length is not None:
+                    raise ValueError(f"invalid Content-Length {value!r}")
+                length = int(value)
+            elif kind == _DATE:
+                has_date = True
+            else:
+                has_server = has_server or kind == _SERVER
+        lines.append(f"{name}: {value}\r\n")
+    block = "".join(lines)
+    # Names are tokens: a CR, LF or NUL beyond the line ends is in a value,
+    # and could split the response.
+    if (
+        block.count("\n") != len(lines)
+        or block.count("\r") != len(lines)
+        or ("\0" in block)
+    ):
+        bad = next(line for line in lines if _BAD_VALUE.search(line[:-2]))
+        raise ValueError(f"invalid response header {bad[:-2]!r}")
+    head = block.encode("latin-1")
     if not has_date:
-        lines.append(b"Date: " + http_date() + b"\r\n")
+        head += b"Date: " + http_date() + b"\r\n"
     if not has_server:
-        lines.append(_SERVER_LINE)
-    return lines, close, length
+        head += _SERVER_LINE
+    return head, close, length
 
 
 def respond(
