@@ -11,9 +11,10 @@ call the same handler with no HTTP parsing and no log, interleaved, and
 reports each, and Django's own runserver, as a fraction of the ceiling
 measured in the same rounds:
 
-- ``bare, thread per connection``: runserver_plus's serving model, with
-  nothing of runserver_plus's work;
-- ``bare, one selector thread``: every connection served from one thread.
+- ``bare, thread per connection``: the serving model runserver_plus had
+  before its event loop, with nothing of runserver_plus's work;
+- ``bare, one selector thread``: every connection served from one thread,
+  runserver_plus's model now (a request that takes long gets a thread).
 
 Prints a table of medians and exits 0; 2 when it could not run. Nothing is
 judged: it tells what the target asks of a server on this machine.
@@ -98,7 +99,10 @@ class BareServer:
                 text = errors.read_text(errors="replace")
                 raise ServerError(f"{self.name} exited:\n{text[-4000:]}")
             line += byte
-        self.port = int(line.split()[1])
+        fields = line.split()
+        if len(fields) != 2 or fields[0] != b"PORT" or not fields[1].isdigit():
+            raise ServerError(f"{self.name} printed {line!r}, not its port")
+        self.port = int(fields[1])
 
     def check_alive(self) -> None:
         if self._proc is not None and self._proc.poll() is not None:
@@ -167,7 +171,7 @@ def measure(rounds: int, seconds: float, wrk: str, workdir: Path) -> None:
             server.stop()
 
     ceiling = median(ceilings)
-    threads_bound = median(figures[BARE_THREADS])
+    model_bound = median(figures[BARE_LOOP])
     rows = [["/hello/, 8 keep-alive connections (medians)", "req/s", "/ ceiling"]]
     for name, values in figures.items():
         rows.append(
@@ -180,8 +184,8 @@ def measure(rounds: int, seconds: float, wrk: str, workdir: Path) -> None:
     rows.append(["in-process ceiling (WSGIHandler loop)", f"{ceiling:,.0f}", "1.00x"])
     print_table(rows)
     print(
-        f"{OURS} reaches {median(figures[OURS]) / threads_bound:.2f}x of the bare "
-        "server with its own serving model."
+        f"{OURS} reaches {median(figures[OURS]) / model_bound:.2f}x of the bare "
+        "server with its own serving model (one selector thread)."
     )
 
 
@@ -190,6 +194,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=3.0)
     args = parser.parse_args(argv)
+    if args.rounds < 1 or args.seconds < 1:
+        parser.error("--rounds and --seconds must be at least 1")
     try:
         wrk = ensure_wrk()
         with tempfile.TemporaryDirectory(prefix="runserver_plus-bounds-") as workdir:
