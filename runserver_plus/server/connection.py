@@ -160,6 +160,8 @@ class Connection:
         """The next request's head if it has arrived whole, else None;
         ``ProtocolError`` (414, 431) when it is too long to wait for."""
         buffer = self._buffer
+        if not buffer:
+            return None
         while buffer[:2] == b"\r\n" or buffer[:1] == b"\n":
             del buffer[: 2 if buffer[:1] == b"\r" else 1]  # RFC 9112 §2.2
         match = HEAD_END.search(buffer)

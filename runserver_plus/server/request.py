@@ -79,6 +79,8 @@ def parse_simple_head(head: bytes) -> RequestHead | None:
     """
     lines = head.split(b"\n")
     del lines[-2:]  # the blank line that ends the head
+    if len(lines) - 1 > MAX_HEADERS:
+        return None  # parse_head() words the error
     request_line = lines[0].removesuffix(b"\r")
     match = _SIMPLE_REQUEST_LINE.fullmatch(request_line)
     if match is None or match[1] == b"CONNECT":
@@ -109,6 +111,12 @@ def parse_head(head: bytes) -> tuple[RequestHead, h11.Connection | None]:
     obs-fold, Content-Length with Transfer-Encoding, other major versions
     (505) and the limits (414, 431).
     """
+    if len(head) <= MAX_REQUEST_LINE:
+        # The strict check first: it accepts only what passes the checks
+        # below, and most requests.
+        simple = parse_simple_head(head)
+        if simple is not None:
+            return simple, None
     line_end = head.find(b"\n")
     request_line = head[:line_end].rstrip(b"\r")
     if len(request_line) > MAX_REQUEST_LINE:
@@ -125,9 +133,6 @@ def parse_head(head: bytes) -> tuple[RequestHead, h11.Connection | None]:
         raise ProtocolError(400, "Obsolete line folding in a header")
     if fields.count(b"\n") - 1 > MAX_HEADERS:
         raise ProtocolError(431, "Too many headers")
-    simple = parse_simple_head(head)
-    if simple is not None:
-        return simple, None
     conn = h11.Connection(h11.SERVER, max_incomplete_event_size=len(head) + 1)
     conn.receive_data(head)
     try:
