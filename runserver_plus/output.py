@@ -147,6 +147,17 @@ def log_broken_pipe(peer: object) -> None:
     server_logger.info("- Broken pipe from %s", peer)
 
 
+def log_accept_paused(error: OSError) -> None:
+    """The process ran out of file descriptors (or memory) for a connection."""
+    _log(
+        logging.WARNING,
+        "Cannot accept connections for now (%s); they wait until others close.",
+        error.strerror or error,
+        status=None,
+        request=None,
+    )
+
+
 def log_app_exception(request_line: str) -> None:
     """Log the exception being handled, raised by the application outside Django's
     own handling (middleware-free WSGI wrappers, streaming generators)."""

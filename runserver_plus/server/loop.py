@@ -1,15 +1,16 @@
-"""Threaded mode: one thread serves the requests that arrive, in turn; one that
-takes long keeps its thread while another thread carries the loop on."""
+"""The threaded mode's event loop: requests served in turn, slow ones apart."""
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import math
 import selectors
 import threading
 import time
 from typing import TYPE_CHECKING
 
+from runserver_plus import output
 from runserver_plus.server.request import ProtocolError
 
 if TYPE_CHECKING:
@@ -19,6 +20,10 @@ if TYPE_CHECKING:
 #: How long one request may hold the loop before another thread takes it on.
 #: A request that takes longer delays the others by about this much, once.
 HAND_OVER_AFTER = 0.01  # s
+
+#: How long accepting pauses when the process is out of file descriptors.
+ACCEPT_PAUSE = 0.1  # s
+_OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 
 # What a selector key's data says the socket is.
 _LISTENER = "listener"
@@ -56,6 +61,7 @@ class EventLoop:
         self._next_sweep = math.inf
         self._open = 0  # connections accepted and not closed, in the loop or not
         self._accepting = True
+        self._resume_at = 0.0  # after running out of file descriptors
         self._cond = threading.Condition(threading.Lock())
         # Under _cond: which thread owns the loop, and what it does.
         self._owner = 0  # generation: each new owner thread gets the next one
@@ -165,16 +171,41 @@ class EventLoop:
                 self._sweep()
 
     def _accept(self) -> None:
-        connection = self._server.accept_connection()
+        try:
+            connection = self._server.accept_connection()
+        except OSError as error:
+            if error.errno not in _OUT_OF_RESOURCES:
+                raise
+            # The connection stays in the backlog: retry shortly, or when one
+            # of ours closes, rather than spin on a listener still readable.
+            if self._resume_at == 0.0:
+                output.log_accept_paused(error)
+            self._stop_accepting()
+            self._resume_at = time.monotonic() + ACCEPT_PAUSE
+            self._next_sweep = min(self._resume_at, self._next_sweep)
+            return
+        self._resume_at = 0.0
         if connection is None:
             return
         self._open += 1
         self._selector.register(connection.sock, selectors.EVENT_READ, connection)
         self._wait_for(connection)
         if self._open >= self._max_connections:
-            # Further connections wait in the backlog until one closes.
+            self._stop_accepting()  # further connections wait in the backlog
+
+    def _stop_accepting(self) -> None:
+        if self._accepting:
             self._selector.unregister(self._server.sock)
             self._accepting = False
+
+    def _resume_accepting(self) -> None:
+        if (
+            not self._accepting
+            and self._open < self._max_connections
+            and self._resume_at <= time.monotonic()
+        ):
+            self._selector.register(self._server.sock, selectors.EVENT_READ, _LISTENER)
+            self._accepting = True
 
     def _readable(self, connection: Connection, generation: int) -> bool:
         if not connection.receive_ready():
@@ -236,6 +267,9 @@ class EventLoop:
                 if connection.has_partial_request:
                     connection.reject(ProtocolError(408, "Request Timeout"))
                 self._close(connection)
+        self._resume_accepting()
+        if not self._accepting and self._resume_at > now:
+            self._next_sweep = min(self._resume_at, self._next_sweep)
 
     def _woken(self, generation: int) -> bool:
         """Take back returned connections; at a stop, hand every one on."""
@@ -263,9 +297,7 @@ class EventLoop:
         connection.sock.close()
         self._server.forget(connection)
         self._open -= 1
-        if not self._accepting and self._open < self._max_connections:
-            self._selector.register(self._server.sock, selectors.EVENT_READ, _LISTENER)
-            self._accepting = True
+        self._resume_accepting()
 
     def _forget_in_loop(self, connection: Connection) -> None:
         if self._deadlines.pop(connection, None) is not None:

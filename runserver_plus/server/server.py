@@ -1,4 +1,4 @@
-"""The accept loop: connection threads (bounded), one-at-a-time mode, and the drain."""
+"""Serve on a listening socket: both modes, the bounds, and the drain."""
 
 from __future__ import annotations
 
@@ -32,8 +32,10 @@ def server_name(addr: str) -> str:
 class Server:
     """Serve a WSGI app on an already listening socket.
 
-    ``serve_forever()`` runs the accept loop in the calling thread until
-    ``shutdown()``; ``drain()`` then lets in-flight requests finish.
+    ``serve_forever()`` serves until ``shutdown()``: with threading, the
+    calling thread watches an event loop (loop.py) that runs in others;
+    without, it serves one request at a time itself. ``drain()`` then lets
+    in-flight requests finish.
     """
 
     def __init__(
@@ -132,12 +134,18 @@ class Server:
             self._on_thread_exit()
 
     def accept_connection(self) -> Connection | None:
+        """A new connection, or None when there was none to take after all;
+        ``OSError`` when the process is out of file descriptors."""
         accepted = self._accept()
         if accepted is None:
             return None
-        connection = Connection(
-            accepted[0], accepted[1], self.app, self._settings(accepted[1])
-        )
+        try:
+            connection = Connection(
+                accepted[0], accepted[1], self.app, self._settings(accepted[1])
+            )
+        except OSError:  # reset before its options could be set
+            accepted[0].close()
+            return None
         self._track(connection)
         return connection
 
@@ -163,7 +171,7 @@ class Server:
 
         threading.Thread(target=run, name=self.thread_name(), daemon=True).start()
 
-    # --- the loop -------------------------------------------------------------
+    # --- connections ---------------------------------------------------------
 
     def _settings(self, peer: tuple[str, int]) -> ConnectionSettings:
         return ConnectionSettings(
@@ -180,8 +188,12 @@ class Server:
             client, peer = self.sock.accept()
         except (BlockingIOError, InterruptedError, ConnectionAbortedError):
             return None
-        client.setblocking(True)
-        client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        try:
+            client.setblocking(True)
+            client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:  # reset already (some systems say EINVAL then)
+            client.close()
+            return None
         return client, peer
 
     def _serial_loop(self, selector: selectors.BaseSelector) -> None:

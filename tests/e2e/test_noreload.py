@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+import resource
 import signal
 import socket
 from pathlib import Path
@@ -333,3 +335,41 @@ def test_debug_false_needs_allowed_hosts(start_server: StartServer) -> None:
         "CommandError: You must set settings.ALLOWED_HOSTS if DEBUG is False.",
     )
     assert server.stdout_text() == ""
+
+
+@pytest.mark.skipif(
+    not hasattr(resource, "prlimit") or not Path("/proc/self/fd").is_dir(),
+    reason="needs resource.prlimit() and /proc (Linux)",
+)
+def test_out_of_file_descriptors_waits_instead_of_failing(
+    start_server: StartServer,
+) -> None:
+    server = start_server(*NORELOAD)
+    assert server.get("/hello/").status == 200
+    # Leave the server two free descriptor numbers: two more connections.
+    in_use = {int(name) for name in os.listdir(f"/proc/{server.pid}/fd")}
+    free = [number for number in range(max(in_use) + 3) if number not in in_use]
+    hard = resource.prlimit(server.pid, resource.RLIMIT_NOFILE)[1]
+    resource.prlimit(server.pid, resource.RLIMIT_NOFILE, (free[1] + 1, hard))
+    request = b"GET /hello/ HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    clients = [
+        socket.create_connection((server.host, server.port), 10) for _ in range(4)
+    ]
+    try:
+        for client in clients:
+            client.sendall(request)
+        # Two are answered; the others wait in the backlog, with one warning.
+        server.wait_for_stderr("Cannot accept connections for now")
+        answered = [c for c in clients[:2] if c.recv(65536).startswith(b"HTTP/1.1 200")]
+        assert len(answered) == 2
+        resource.prlimit(server.pid, resource.RLIMIT_NOFILE, (max(in_use) + 64, hard))
+        for client in clients[:2]:
+            client.close()
+        for client in clients[2:]:
+            assert client.recv(65536).startswith(b"HTTP/1.1 200")
+    finally:
+        for client in clients:
+            client.close()
+    assert server.poll() is None
+    assert server.stderr_text().count("Cannot accept connections for now") == 1
+    assert "Traceback" not in server.stderr_text()
