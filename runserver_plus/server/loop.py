@@ -35,8 +35,9 @@ class EventLoop:
 
     The owner thread waits on every connection at once and serves each request
     that has arrived whole, one after the other: no thread per connection, so
-    no hand-over of the GIL per request, which cost a thread-per-connection
-    server more than half of Django's own speed (``benchmarks/bounds.py``).
+    the GIL does not change hands at each system call (a bare
+    thread-per-connection server is about 30% slower than a bare selector
+    one on 2 CPUs, ``benchmarks/bounds.py``).
 
     ``run()``'s thread watches: when one request has held the loop for
     ``HAND_OVER_AFTER`` (a slow view, a body that arrives slowly, a client
