@@ -435,8 +435,11 @@ class Supervisor:
         self.stale_modules.update(p for p in restart if p.endswith(".py"))
         worker = self.worker
         if worker is not None and worker.state == "starting":
-            # That worker may have read these before or after the change.
-            self.pending.extend(restart or offer)
+            # That worker may have read these before or after the change. All
+            # are kept: when it is ready they are looked at again, and a
+            # restart path that has not changed since must not take the
+            # offers with it.
+            self.pending.extend(restart + offer)
             return
         self._act_on(restart + offer)
         if worker is None:
