@@ -400,6 +400,19 @@ def test_after_a_slow_request_its_connection_serves_on() -> None:
         assert client.request("GET", "/third").body == b"/third"
 
 
+def test_a_bad_request_behind_a_slow_one_closes_the_connection() -> None:
+    gate = Gate()
+    with serve_app(gated_app(gate)) as live, gate, live.connect() as client:
+        client.send(get("/slow") + b"GET / HTTP/1.1\r\nHost: x\r\nNo colon\r\n\r\n")
+        gate.wait_entered(1, timeout=5)
+        # the slow request has its own thread: that thread answers the next one
+        wait_until(lambda: len(connection_threads()) == 2, 5, "the hand-over")
+        gate.open()
+        assert client.read_response().body == b"/slow"
+        assert client.read_response().status == 400
+        assert client.is_closed(timeout=5)
+
+
 def test_the_thread_of_a_slow_request_ends_with_it() -> None:
     gate = Gate()
     with serve_app(gated_app(gate)) as live, gate, live.connect() as client:

@@ -312,7 +312,8 @@ class EventLoop:
             try:
                 head = connection.take_head()
             except ProtocolError as error:
-                connection.reject(error)
+                connection.reject(error)  # a response that closes the connection
+                keep = False
                 break
             if head is None:
                 break
