@@ -8,7 +8,7 @@ import queue
 import socket
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 
 import pytest
 
@@ -362,11 +362,16 @@ def test_a_failure_while_serving_closes_that_connection_only(
 # --- the event loop: long requests get a thread of their own ------------------------
 
 
-def connection_threads() -> list[threading.Thread]:
+def connection_threads(
+    earlier: Collection[threading.Thread] = (),
+) -> list[threading.Thread]:
+    """Serving threads alive now, but for ``earlier`` ones (a previous test's
+    server may still be ending its own)."""
     return [
         thread
         for thread in threading.enumerate()
         if thread.name.startswith("runserver_plus-connection-")
+        and thread not in earlier
     ]
 
 
@@ -402,11 +407,12 @@ def test_after_a_slow_request_its_connection_serves_on() -> None:
 
 def test_a_bad_request_behind_a_slow_one_closes_the_connection() -> None:
     gate = Gate()
+    earlier = connection_threads()
     with serve_app(gated_app(gate)) as live, gate, live.connect() as client:
         client.send(get("/slow") + b"GET / HTTP/1.1\r\nHost: x\r\nNo colon\r\n\r\n")
         gate.wait_entered(1, timeout=5)
         # the slow request has its own thread: that thread answers the next one
-        wait_until(lambda: len(connection_threads()) == 2, 5, "the hand-over")
+        wait_until(lambda: len(connection_threads(earlier)) == 2, 5, "the hand-over")
         gate.open()
         assert client.read_response().body == b"/slow"
         assert client.read_response().status == 400
@@ -415,16 +421,17 @@ def test_a_bad_request_behind_a_slow_one_closes_the_connection() -> None:
 
 def test_the_thread_of_a_slow_request_ends_with_it() -> None:
     gate = Gate()
+    earlier = connection_threads()
     with serve_app(gated_app(gate)) as live, gate, live.connect() as client:
         assert client.request("GET", "/warm").status == 200
-        assert len(connection_threads()) == 1  # the loop's
+        assert len(connection_threads(earlier)) == 1  # the loop's
         client.send(get("/slow"))
         gate.wait_entered(1, timeout=5)
         # the request keeps its thread; another one carries the loop on
-        wait_until(lambda: len(connection_threads()) == 2, 5, "the hand-over")
+        wait_until(lambda: len(connection_threads(earlier)) == 2, 5, "the hand-over")
         gate.open()
         assert client.read_response().body == b"/slow"
-        wait_until(lambda: len(connection_threads()) == 1, 5, "the thread's end")
+        wait_until(lambda: len(connection_threads(earlier)) == 1, 5, "the thread's end")
         assert client.request("GET", "/after").body == b"/after"
 
 
