@@ -189,8 +189,7 @@ class EventLoop:
         if connection is None:
             return
         self._open += 1
-        self._selector.register(connection.sock, selectors.EVENT_READ, connection)
-        self._wait_for(connection)
+        self._enter_loop(connection)
         if self._open >= self._max_connections:
             self._stop_accepting()  # further connections wait in the backlog
 
@@ -246,6 +245,11 @@ class EventLoop:
                 self._close(connection)
                 return True
 
+    def _enter_loop(self, connection: Connection) -> None:
+        """Take a connection in: new, or given back after a long request."""
+        self._selector.register(connection.sock, selectors.EVENT_READ, connection)
+        self._wait_for(connection)
+
     def _wait_for(self, connection: Connection) -> None:
         """Wait in the loop for the connection's next bytes, for as long as the
         timeouts allow: a request half arrived gets the read timeout."""
@@ -285,18 +289,14 @@ class EventLoop:
             returned, self._returned = self._returned, []
         for connection, keep in returned:
             if keep:
-                self._selector.register(
-                    connection.sock, selectors.EVENT_READ, connection
-                )
-                self._wait_for(connection)
+                self._enter_loop(connection)
             else:
                 self._close(connection)
         return True
 
     def _close(self, connection: Connection) -> None:
         self._forget_in_loop(connection)
-        connection.sock.close()
-        self._server.forget(connection)
+        self._server.close(connection)
         self._open -= 1
         self._resume_accepting()
 
@@ -328,8 +328,7 @@ class EventLoop:
             connection.leave_loop()
             self._server.serve_alone(connection)  # the loop has ended
         else:
-            connection.sock.close()
-            self._server.forget(connection)
+            self._server.close(connection)
 
     # --- the end -------------------------------------------------------------------
 
@@ -349,8 +348,7 @@ class EventLoop:
             if keep:
                 leftover.append(connection)
             else:
-                connection.sock.close()
-                self._server.forget(connection)
+                self._server.close(connection)
         self._returned.clear()
         return leftover
 
@@ -362,8 +360,7 @@ class EventLoop:
                 # A request may have arrived since the loop last looked.
                 idle = not connection.has_partial_request
             if idle:
-                connection.sock.close()
-                self._server.forget(connection)
+                self._server.close(connection)
             else:
                 connection.leave_loop()
                 self._server.serve_alone(connection, threaded=True)

@@ -149,8 +149,9 @@ class Server:
         self._track(connection)
         return connection
 
-    def forget(self, connection: Connection) -> None:
-        """The connection is closed."""
+    def close(self, connection: Connection) -> None:
+        """Close a connection that is done with, and stop tracking it."""
+        connection.sock.close()
         self._untrack(connection)
 
     def serve_alone(self, connection: Connection, *, threaded: bool = False) -> None:
