@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from email.utils import formatdate
 from types import TracebackType
-from typing import IO, Any, Protocol
+from typing import IO, Any, Protocol, TypeVar
 from urllib.parse import unquote_to_bytes
 
 from runserver_plus import __version__
@@ -20,6 +20,9 @@ StartResponse = Callable[..., Callable[[bytes], object]]
 WSGIApp = Callable[[WSGIEnviron, StartResponse], Iterable[bytes]]
 
 SERVER_SOFTWARE = f"runserver_plus/{__version__}"
+
+_K = TypeVar("_K")
+_V = TypeVar("_V")
 
 # RFC 9110 §7.6.1: these describe one hop and are the server's to set.
 HOP_BY_HOP = frozenset(
@@ -163,10 +166,19 @@ def build_environ(
     return environ
 
 
-#: Environ keys of header names seen before ("" for a header left out): the
-#: same few names come with every request.
+#: How many header names the caches below hold at most: the same few names
+#: come with every request and response; a client sending new ones forever
+#: must not grow them without bound.
+_MAX_CACHED_NAMES = 1000
+#: Environ keys of header names seen before ("" for a header left out).
 _environ_keys: dict[bytes, str] = {}
-_MAX_ENVIRON_KEYS = 1000
+
+
+def _remember(cache: dict[_K, _V], key: _K, value: _V) -> _V:
+    """``value``, kept in ``cache`` for ``key`` while the cache has room."""
+    if len(cache) < _MAX_CACHED_NAMES:
+        cache[key] = value
+    return value
 
 
 def _environ_key(raw_name: bytes) -> str:
@@ -180,9 +192,7 @@ def _environ_key(raw_name: bytes) -> str:
         key = name
     else:
         key = "HTTP_" + name
-    if len(_environ_keys) < _MAX_ENVIRON_KEYS:
-        _environ_keys[raw_name] = key
-    return key
+    return _remember(_environ_keys, raw_name, key)
 
 
 _date_cache: tuple[int, bytes] = (0, b"")
@@ -212,10 +222,9 @@ _SPECIAL_NAMES = {
     "date": _DATE,
     "server": _SERVER,
 }
-#: Valid names seen before, with their kind: the same few come with every
-#: response, and checking each again cost a tenth of a keep-alive request.
+#: Valid response header names seen before, with their kind: checking each
+#: again cost a tenth of a keep-alive request.
 _name_kinds: dict[str, int] = {}
-_MAX_NAMES = 1000
 
 
 def _kind_of(name: str, value: str) -> int:
@@ -223,9 +232,7 @@ def _kind_of(name: str, value: str) -> int:
         raise ValueError(f"invalid response header {name!r}: {value!r}")
     lower = name.lower()
     kind = _SPECIAL_NAMES.get(lower, _HOP_BY_HOP if lower in HOP_BY_HOP else _PLAIN)
-    if len(_name_kinds) < _MAX_NAMES:
-        _name_kinds[name] = kind
-    return kind
+    return _remember(_name_kinds, name, kind)
 
 
 def response_headers(headers: list[tuple[str, str]]) -> tuple[bytes, bool, int | None]:
