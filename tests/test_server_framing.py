@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import logging
 import re
+import socket
 
 import pytest
 
+from runserver_plus.server.connection import RECV_SIZE, Connection, ConnectionSettings
+from runserver_plus.server.request import MAX_HEAD, ProtocolError
+from runserver_plus.server.wsgi import base_environ
 from tests.live import (
     LogRecorder,
     RawClient,
@@ -225,6 +229,32 @@ def test_huge_head_is_431() -> None:
             + b"\r\n"
         )
         assert_rejected(client, 431)
+
+
+def test_huge_head_is_431_when_the_read_that_crosses_the_limit_ends_it() -> None:
+    # As the event loop reads, a chunk at a time with a look after each: four
+    # chunks reach the limit exactly, the fifth goes over it and ends the head.
+    head = b"GET / HTTP/1.1\r\n" + b"X-Big: " + b"v" * 300_000 + b"\r\n\r\n"
+    chunks = [head[i : i + RECV_SIZE] for i in range(0, len(head), RECV_SIZE)]
+    assert RECV_SIZE * (len(chunks) - 1) == MAX_HEAD
+    ours, theirs = socket.socketpair()
+    settings = ConnectionSettings(
+        base_environ=base_environ("localhost", 80, "127.0.0.1", multithread=True),
+        idle_timeout=5,
+        read_timeout=5,
+        keep_alive=True,
+    )
+    connection = Connection(ours, "peer", Recorder(), settings)
+    with ours, theirs:
+        for chunk in chunks[:-1]:
+            theirs.sendall(chunk)
+            assert connection.receive_ready()
+            assert connection.take_head() is None
+        theirs.sendall(chunks[-1])
+        assert connection.receive_ready()
+        with pytest.raises(ProtocolError) as raised:
+            connection.take_head()
+    assert raised.value.status == 431
 
 
 def test_absolute_form_target_is_accepted() -> None:

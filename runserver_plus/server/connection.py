@@ -165,7 +165,9 @@ class Connection:
         while buffer[:2] == b"\r\n" or buffer[:1] == b"\n":
             del buffer[: 2 if buffer[:1] == b"\r" else 1]  # RFC 9112 §2.2
         match = HEAD_END.search(buffer)
-        if match:
+        # A head over the limit is refused (below) even when the read that
+        # took it over the limit also brought its end.
+        if match and match.end() <= MAX_HEAD:
             head = bytes(buffer[: match.end()])
             del buffer[: match.end()]
             return head
