@@ -11,6 +11,8 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
+from django.utils.log import ServerFormatter
+
 server_logger = logging.getLogger("django.server")
 
 _MONTHS = (
@@ -97,6 +99,12 @@ def _level_for(status: int) -> int:
     return logging.INFO
 
 
+#: The access line's format: Django's ``"<line>" <status> <size>``, plus the time.
+ACCESS_FORMAT = '"%s" %s %s %s'
+#: The ``django.server`` format of Django's ``DEFAULT_LOGGING``.
+DJANGO_SERVER_FORMAT = "[{server_time}] {message}"
+
+
 def log_request(
     request_line: str,
     status: int,
@@ -112,17 +120,86 @@ def log_request(
     generated itself (Django prints ``-``). ``duration`` is in seconds;
     ``now`` the time shown (``time.time()``, by default the present).
     """
-    _log(
-        _level_for(status),
-        '"%s" %s %s %s',
+    level = _level_for(status)
+    if not server_logger.isEnabledFor(level):
+        return
+    args = (
         escape(request_line),
         str(status),
         "-" if size is None else str(size),
         format_duration(duration),
-        status=status,
-        request=request,
-        now=now,
     )
+    handler = _default_handler(level)
+    if handler is None:
+        _log(level, ACCESS_FORMAT, *args, status=status, request=request, now=now)
+        return
+    # What logging would write, without the LogRecord, the formatter's pass
+    # over the record's dict and the handler's layers: two thirds of the
+    # cost of the line, a tenth of the cost of a request.
+    style = handler.formatter.style  # type: ignore[union-attr]
+    line = (
+        f"[{server_time(now)}] {_coloured(style, status, ACCESS_FORMAT) % args}"
+        f"{handler.terminator}"
+    )
+    try:
+        with handler.lock:  # type: ignore[union-attr]
+            handler.stream.write(line)
+            handler.flush()
+    except RecursionError:  # pragma: no cover - as logging.StreamHandler.emit
+        raise
+    except Exception:  # noqa: BLE001 - reported as logging reports it
+        handler.handleError(
+            server_logger.makeRecord(
+                server_logger.name, level, __file__, 0, ACCESS_FORMAT, args, None
+            )
+        )
+
+
+def _default_handler(level: int) -> logging.StreamHandler[Any] | None:
+    """The handler of ``django.server`` when it is configured as Django's default.
+
+    That is: records of the standard class, no filters, no propagation, and
+    one plain ``StreamHandler`` with Django's ``ServerFormatter`` and format.
+    Then the line logging writes is known without going through it, and
+    ``log_request()`` writes it to that handler's stream itself. Any other
+    configuration (``LOGGING``, a test's handler, a filter) takes the full way.
+    """
+    logger = server_logger
+    if logger.filters or logger.propagate or logger.disabled:
+        return None
+    handlers = logger.handlers
+    if len(handlers) != 1:
+        return None
+    handler = handlers[0]
+    formatter = handler.formatter
+    if (
+        type(handler) is not logging.StreamHandler
+        or handler.filters
+        or level < handler.level
+        or type(formatter) is not ServerFormatter
+        or formatter._fmt != DJANGO_SERVER_FORMAT
+        or type(formatter._style) is not logging.StrFormatStyle
+        or logging.getLogRecordFactory() is not logging.LogRecord
+    ):
+        return None
+    return handler
+
+
+def _coloured(style: Any, status: int, text: str) -> str:
+    """``text`` in the colour Django's ``ServerFormatter`` gives ``status``."""
+    if 200 <= status < 300:
+        return str(style.HTTP_SUCCESS(text))
+    if 100 <= status < 200:
+        return str(style.HTTP_INFO(text))
+    if status == 304:
+        return str(style.HTTP_NOT_MODIFIED(text))
+    if 300 <= status < 400:
+        return str(style.HTTP_REDIRECT(text))
+    if status == 404:
+        return str(style.HTTP_NOT_FOUND(text))
+    if 400 <= status < 500:
+        return str(style.HTTP_BAD_REQUEST(text))
+    return str(style.HTTP_SERVER_ERROR(text))
 
 
 def log_protocol_error(status: int, reason: str, request: Any = None) -> None:

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import calendar
+import contextlib
+import io
 import logging
+import os
 import re
 import time
 from collections.abc import Iterable, Iterator
 
 import pytest
-from django.core.management.color import no_style
+from django.core.management.color import color_style, no_style
 from django.utils.log import ServerFormatter
 
 from runserver_plus import output
@@ -201,6 +204,151 @@ def test_log_request_shows_the_time_given(log: LogRecorder, utc: None) -> None:
     )
     (record,) = log.records
     assert record.server_time == "24/Nov/2026 09:05:07"  # type: ignore[attr-defined]
+
+
+# --- Django's default configuration, written without a LogRecord ------------------
+
+
+class DefaultServerLog:
+    """``django.server`` configured as Django's ``DEFAULT_LOGGING``, into a buffer."""
+
+    def __init__(self, *, colour: bool) -> None:
+        self.stream = io.StringIO()
+        self.handler = logging.StreamHandler(self.stream)
+        self.handler.setLevel(logging.INFO)
+        formatter = ServerFormatter(fmt=output.DJANGO_SERVER_FORMAT, style="{")
+        formatter.style = color_style(force_color=True) if colour else no_style()
+        self.handler.setFormatter(formatter)
+
+    def lines(self) -> list[str]:
+        return self.stream.getvalue().splitlines()
+
+
+@contextlib.contextmanager
+def default_server_log(*, colour: bool = False) -> Iterator[DefaultServerLog]:
+    """Configure ``django.server`` as Django does by default, for the ``with`` block.
+
+    Entered in the test's body: pytest adds its capture handlers to loggers
+    that do not propagate at the start of each phase, and the shortcut is
+    only for the logger with Django's one handler.
+    """
+    logger = logging.getLogger("django.server")
+    saved = (logger.handlers[:], logger.filters[:], logger.level, logger.propagate)
+    log = DefaultServerLog(colour=colour)
+    logger.handlers[:] = [log.handler]
+    logger.filters[:] = []
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    try:
+        yield log
+    finally:
+        logger.handlers[:], logger.filters[:], level, logger.propagate = saved
+        logger.setLevel(level)
+
+
+def all_records(record: logging.LogRecord) -> bool:
+    """A logger filter that lets every record through, and so turns off the shortcut."""
+    return True
+
+
+@pytest.mark.parametrize("colour", [False, True])
+@pytest.mark.parametrize("status", [101, 200, 206, 302, 304, 400, 404, 413, 500, 503])
+def test_default_configuration_line_is_the_one_logging_writes(
+    colour: bool, status: int
+) -> None:
+    when = calendar.timegm((2026, 12, 2, 9, 5, 7))
+    level = logging.INFO if status < 400 else logging.WARNING
+    with default_server_log(colour=colour) as log:
+        assert output._default_handler(level) is log.handler
+        output.log_request('GET /caf\xe9/%s "q" HTTP/1.1', status, 12, 0.0042, now=when)
+        logging.getLogger("django.server").addFilter(all_records)
+        assert output._default_handler(level) is None
+        output.log_request('GET /caf\xe9/%s "q" HTTP/1.1', status, 12, 0.0042, now=when)
+    shortcut, through_logging = log.lines()
+    assert shortcut == through_logging
+    assert f'"GET /caf\\xe9/%s "q" HTTP/1.1" {status} 12 4.2ms' in shortcut
+    assert ("\x1b[" in shortcut) is colour
+
+
+def test_default_configuration_keeps_djangos_colours() -> None:
+    with default_server_log(colour=True) as log:
+        output.log_request("GET / HTTP/1.1", 200, 0, 0.0)
+        output.log_request("GET / HTTP/1.1", 404, 0, 0.0)
+        output.log_request("GET / HTTP/1.1", 500, 0, 0.0)
+    style = color_style(force_color=True)
+    ok, missing, failed = log.lines()
+    assert style.HTTP_SUCCESS('"GET / HTTP/1.1" 200 0 0.0ms') in ok
+    assert style.HTTP_NOT_FOUND('"GET / HTTP/1.1" 404 0 0.0ms') in missing
+    assert style.HTTP_SERVER_ERROR('"GET / HTTP/1.1" 500 0 0.0ms') in failed
+    assert len({ok[:8], missing[:8], failed[:8]}) == 1  # the same [time] prefix shape
+
+
+def test_default_configuration_honours_the_handler_level() -> None:
+    with default_server_log() as log:
+        log.handler.setLevel(logging.WARNING)
+        output.log_request("GET /quiet HTTP/1.1", 200, 0, 0.0)
+        output.log_request("GET /loud HTTP/1.1", 404, 0, 0.0)
+    (line,) = log.lines()
+    assert '"GET /loud HTTP/1.1" 404' in line
+
+
+def test_default_configuration_reports_a_failed_write_as_logging_does(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with default_server_log() as log:
+        log.stream.close()
+        output.log_request("GET /lost HTTP/1.1", 200, 0, 0.0)
+    assert "--- Logging error ---" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        "logger filter",
+        "handler filter",
+        "second handler",
+        "propagate",
+        "formatter",
+        "format",
+        "handler class",
+        "record factory",
+    ],
+)
+def test_any_other_configuration_goes_through_logging(
+    change: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    logger = logging.getLogger("django.server")
+    with contextlib.ExitStack() as stack:
+        handler = stack.enter_context(default_server_log()).handler
+        assert output._default_handler(logging.INFO) is handler
+        if change == "logger filter":
+            logger.addFilter(all_records)
+        elif change == "handler filter":
+            handler.addFilter(all_records)
+        elif change == "second handler":
+            logger.addHandler(logging.NullHandler())
+        elif change == "propagate":
+            logger.propagate = True
+        elif change == "formatter":
+            handler.setFormatter(logging.Formatter("{message}", style="{"))
+        elif change == "format":
+            handler.setFormatter(
+                ServerFormatter(fmt="{server_time}|{message}", style="{")
+            )
+        elif change == "handler class":
+            handler = logging.FileHandler(os.devnull)
+            stack.callback(handler.close)
+            logger.handlers[:] = [handler]
+        else:
+            monkeypatch.setattr(logging, "getLogRecordFactory", lambda: RecordSubclass)
+        assert output._default_handler(logging.INFO) is None
+        with record_server_log() as recorder:
+            output.log_request("GET /configured HTTP/1.1", 200, 0, 0.0)
+    assert recorder.messages() == ['"GET /configured HTTP/1.1" 200 0 0.0ms']
+
+
+class RecordSubclass(logging.LogRecord):
+    """A record factory of a project's own."""
 
 
 # --- through the running server -------------------------------------------------------
