@@ -248,6 +248,21 @@ def test_nothreading_idle_connection_is_closed_after_the_idle_timeout() -> None:
             assert other.request("GET", "/other").status == 200
 
 
+def test_nothreading_max_connections_makes_further_connections_wait() -> None:
+    app = gated_app(Gate())
+    with (
+        serve_app(app, use_threading=False, max_connections=1, idle_timeout=60) as live,
+        live.connect() as first,
+        live.connect() as second,
+    ):
+        second.send(get("/second"))
+        assert not second.is_closed(timeout=0.3)
+        assert second.buffer == b""  # in the backlog: not accepted yet
+        assert first.request("GET", "/first").body == b"/first"
+        # accepted, and served, once the first connection has closed
+        assert second.read_response().body == b"/second"
+
+
 def test_nothreading_every_response_closes_the_connection() -> None:
     with serve_app(gated_app(Gate()), use_threading=False) as live:
         for path in ("/a", "/b"):

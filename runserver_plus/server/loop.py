@@ -6,6 +6,7 @@ import contextlib
 import errno
 import math
 import selectors
+import socket
 import threading
 import time
 from typing import TYPE_CHECKING
@@ -24,6 +25,61 @@ HAND_OVER_AFTER = 0.01  # s
 #: How long accepting pauses when the process is out of file descriptors.
 ACCEPT_PAUSE = 0.1  # s
 _OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+
+
+class AcceptGate:
+    """Whether the listening socket is in a selector, and so accepted from.
+
+    It leaves the selector at the bound on open connections, and for
+    ``ACCEPT_PAUSE`` when the process runs out of file descriptors (with one
+    warning until an accept succeeds again): rather than spin on a listener
+    that stays readable, new connections wait in the backlog.
+    """
+
+    def __init__(
+        self, selector: selectors.BaseSelector, sock: socket.socket, data: object
+    ) -> None:
+        self._selector = selector
+        self._sock = sock
+        self._data = data
+        self.open = False
+        #: When accepting may resume after running out of resources, or 0.0.
+        self.resume_at = 0.0
+
+    def start(self) -> None:
+        if not self.open:
+            self._selector.register(self._sock, selectors.EVENT_READ, self._data)
+            self.open = True
+
+    def stop(self) -> None:
+        if self.open:
+            self._selector.unregister(self._sock)
+            self.open = False
+
+    def accepted(self) -> None:
+        """An accept succeeded: a later shortage is worth a new warning."""
+        self.resume_at = 0.0
+
+    def failed(self, error: OSError) -> None:
+        """Pause on a shortage of descriptors or memory; raise anything else."""
+        if error.errno not in _OUT_OF_RESOURCES:
+            raise error
+        if self.resume_at == 0.0:
+            output.log_accept_paused(error)
+        self.stop()
+        self.resume_at = time.monotonic() + ACCEPT_PAUSE
+
+    def resume(self, *, room: bool) -> float:
+        """Listen again if there is ``room`` and no pause; returns when to call
+        again for a pause still running (``math.inf`` for none)."""
+        if self.open:
+            return math.inf
+        if self.resume_at > time.monotonic():
+            return self.resume_at
+        if room:
+            self.start()
+        return math.inf
+
 
 # What a selector key's data says the socket is.
 _LISTENER = "listener"
@@ -61,8 +117,7 @@ class EventLoop:
         self._deadlines: dict[Connection, float] = {}
         self._next_sweep = math.inf
         self._open = 0  # connections accepted and not closed, in the loop or not
-        self._accepting = True
-        self._resume_at = 0.0  # after running out of file descriptors
+        self._listener = AcceptGate(selector, server.sock, _LISTENER)
         self._cond = threading.Condition(threading.Lock())
         # Under _cond: which thread owns the loop, and what it does.
         self._owner = 0  # generation: each new owner thread gets the next one
@@ -81,7 +136,7 @@ class EventLoop:
 
     def run(self) -> None:
         """Serve until the server stops; return once the connections are handed on."""
-        self._selector.register(self._server.sock, selectors.EVENT_READ, _LISTENER)
+        self._listener.start()
         self._selector.register(self._server.wake_socket, selectors.EVENT_READ, _WAKE)
         self._server.take_slot()
         self._start_owner(self._owner)
@@ -175,37 +230,20 @@ class EventLoop:
         try:
             connection = self._server.accept_connection()
         except OSError as error:
-            if error.errno not in _OUT_OF_RESOURCES:
-                raise
-            # The connection stays in the backlog: retry shortly, or when one
-            # of ours closes, rather than spin on a listener still readable.
-            if self._resume_at == 0.0:
-                output.log_accept_paused(error)
-            self._stop_accepting()
-            self._resume_at = time.monotonic() + ACCEPT_PAUSE
-            self._next_sweep = min(self._resume_at, self._next_sweep)
+            self._listener.failed(error)
+            self._next_sweep = min(self._listener.resume_at, self._next_sweep)
             return
-        self._resume_at = 0.0
+        self._listener.accepted()
         if connection is None:
             return
         self._open += 1
         self._enter_loop(connection)
         if self._open >= self._max_connections:
-            self._stop_accepting()  # further connections wait in the backlog
-
-    def _stop_accepting(self) -> None:
-        if self._accepting:
-            self._selector.unregister(self._server.sock)
-            self._accepting = False
+            self._listener.stop()  # further connections wait in the backlog
 
     def _resume_accepting(self) -> None:
-        if (
-            not self._accepting
-            and self._open < self._max_connections
-            and self._resume_at <= time.monotonic()
-        ):
-            self._selector.register(self._server.sock, selectors.EVENT_READ, _LISTENER)
-            self._accepting = True
+        wake_at = self._listener.resume(room=self._open < self._max_connections)
+        self._next_sweep = min(wake_at, self._next_sweep)
 
     def _readable(self, connection: Connection, generation: int) -> bool:
         if not connection.receive_ready():
@@ -273,8 +311,6 @@ class EventLoop:
                     connection.reject(ProtocolError(408, "Request Timeout"))
                 self._close(connection)
         self._resume_accepting()
-        if not self._accepting and self._resume_at > now:
-            self._next_sweep = min(self._resume_at, self._next_sweep)
 
     def _woken(self, generation: int) -> bool:
         """Take back returned connections; at a stop, hand every one on."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import itertools
+import math
 import selectors
 import socket
 import threading
@@ -14,7 +15,7 @@ from typing import cast
 
 from runserver_plus.config import ServerConfig
 from runserver_plus.server.connection import Connection, ConnectionSettings
-from runserver_plus.server.loop import EventLoop
+from runserver_plus.server.loop import AcceptGate, EventLoop
 from runserver_plus.server.sockets import bound_port
 from runserver_plus.server.wsgi import WSGIApp, base_environ
 
@@ -95,7 +96,6 @@ class Server:
             if self.config.use_threading:
                 EventLoop(self, selector).run()
             else:
-                selector.register(self.sock, selectors.EVENT_READ)
                 selector.register(self._wake_r, selectors.EVENT_READ)
                 self._serial_loop(selector)
         finally:
@@ -201,27 +201,26 @@ class Server:
         """One request at a time; a connection is served only once it has sent
         something, so an idle or preconnected socket never blocks the others."""
         waiting: dict[socket.socket, float] = {}
+        listener = AcceptGate(selector, self.sock, None)
+        listener.start()
+        idle_timeout = self.config.idle_timeout
         try:
             while not self._stopping.is_set():
                 now = time.monotonic()
                 for client, since in list(waiting.items()):
-                    if now - since > self.config.idle_timeout:
+                    if now - since > idle_timeout:
                         selector.unregister(client)
                         del waiting[client]
                         client.close()
-                timeout = (
-                    min(waiting.values()) + self.config.idle_timeout - now
-                    if waiting
-                    else None
+                wake_at = listener.resume(
+                    room=len(waiting) < self.config.max_connections
                 )
+                if waiting:
+                    wake_at = min(wake_at, min(waiting.values()) + idle_timeout)
+                timeout = None if wake_at == math.inf else max(0.0, wake_at - now)
                 for key, _ in selector.select(timeout):
                     if key.fileobj is self.sock:
-                        accepted = self._accept()
-                        if accepted is not None:
-                            waiting[accepted[0]] = time.monotonic()
-                            selector.register(
-                                accepted[0], selectors.EVENT_READ, accepted[1]
-                            )
+                        self._accept_waiting(selector, listener, waiting)
                     elif key.fileobj is not self._wake_r:
                         client = cast(socket.socket, key.fileobj)
                         selector.unregister(client)
@@ -232,6 +231,26 @@ class Server:
         finally:
             for client in waiting:
                 client.close()
+
+    def _accept_waiting(
+        self,
+        selector: selectors.BaseSelector,
+        listener: AcceptGate,
+        waiting: dict[socket.socket, float],
+    ) -> None:
+        """Take a connection into ``--nothreading``'s waiting room."""
+        try:
+            accepted = self._accept()
+        except OSError as error:
+            listener.failed(error)
+            return
+        listener.accepted()
+        if accepted is None:
+            return
+        waiting[accepted[0]] = time.monotonic()
+        selector.register(accepted[0], selectors.EVENT_READ, accepted[1])
+        if len(waiting) >= self.config.max_connections:
+            listener.stop()  # further connections wait in the backlog
 
     def _serve_inline(self, client: socket.socket, peer: tuple[str, int]) -> None:
         connection = Connection(client, peer, self.app, self._settings(peer))

@@ -341,10 +341,11 @@ def test_debug_false_needs_allowed_hosts(start_server: StartServer) -> None:
     not hasattr(resource, "prlimit") or not Path("/proc/self/fd").is_dir(),
     reason="needs resource.prlimit() and /proc (Linux)",
 )
+@pytest.mark.parametrize("options", [(), ("--nothreading",)], ids=["threads", "serial"])
 def test_out_of_file_descriptors_waits_instead_of_failing(
-    start_server: StartServer,
+    start_server: StartServer, options: tuple[str, ...]
 ) -> None:
-    server = start_server(*NORELOAD)
+    server = start_server(*NORELOAD, *options)
     assert server.get("/hello/").status == 200
     # Leave the server two free descriptor numbers: two more connections.
     in_use = {int(name) for name in os.listdir(f"/proc/{server.pid}/fd")}
@@ -356,16 +357,19 @@ def test_out_of_file_descriptors_waits_instead_of_failing(
         socket.create_connection((server.host, server.port), 10) for _ in range(4)
     ]
     try:
-        for client in clients:
-            client.sendall(request)
-        # Two are answered; the others wait in the backlog, with one warning.
+        # Two are accepted; the others wait in the backlog, with one warning.
+        # (Nothing is sent yet: --nothreading closes each connection it has
+        # answered, which would free a descriptor for the next.)
         server.wait_for_stderr("Cannot accept connections for now")
+        for client in clients[:2]:
+            client.sendall(request)
         answered = [c for c in clients[:2] if c.recv(65536).startswith(b"HTTP/1.1 200")]
         assert len(answered) == 2
         resource.prlimit(server.pid, resource.RLIMIT_NOFILE, (max(in_use) + 64, hard))
         for client in clients[:2]:
             client.close()
         for client in clients[2:]:
+            client.sendall(request)
             assert client.recv(65536).startswith(b"HTTP/1.1 200")
     finally:
         for client in clients:
