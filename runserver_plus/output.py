@@ -134,8 +134,8 @@ def log_request(
         _log(level, ACCESS_FORMAT, *args, status=status, request=request, now=now)
         return
     # What logging would write, without the LogRecord, the formatter's pass
-    # over the record's dict and the handler's layers: two thirds of the
-    # cost of the line, a tenth of the cost of a request.
+    # over the record's dict and the handler's layers: 70% of the cost of
+    # the line, 8% of the cost of a request (callgrind).
     style = handler.formatter.style  # type: ignore[union-attr]
     line = (
         f"[{server_time(now)}] {_coloured(style, status, ACCESS_FORMAT) % args}"
