@@ -142,6 +142,12 @@ def test_request_is_logged_on_stderr(start_server: StartServer) -> None:
 
     server.wait_for_stderr(re.escape('"GET /hello/ HTTP/1.1" 200'), timeout=5.0)
     assert '"GET /hello/' not in server.stdout_text()
+    # The whole line, as Django's default LOGGING writes it, plus the time taken.
+    assert re.search(
+        r"(?m)^\[\d\d/[A-Z][a-z]{2}/\d{4} \d\d:\d\d:\d\d\] "
+        r'"GET /hello/ HTTP/1\.1" 200 14 \d+(?:\.\d)?m?s$',
+        server.stderr_text(),
+    )
 
 
 def test_nothreading_closes_every_connection(start_server: StartServer) -> None:
