@@ -158,14 +158,20 @@ def log_request(
 def _default_handler(level: int) -> logging.StreamHandler[Any] | None:
     """The handler of ``django.server`` when it is configured as Django's default.
 
-    That is: records of the standard class, no filters, no propagation, and
-    one plain ``StreamHandler`` with Django's ``ServerFormatter`` and format.
-    Then the line logging writes is known without going through it, and
-    ``log_request()`` writes it to that handler's stream itself. Any other
-    configuration (``LOGGING``, a test's handler, a filter) takes the full way.
+    That is: the standard logger and record classes, no filters, no
+    propagation, and one plain ``StreamHandler`` with Django's
+    ``ServerFormatter`` and format. Then the line logging writes is known
+    without going through it, and ``log_request()`` writes it to that
+    handler's stream itself. Any other configuration (``LOGGING``, a test's
+    handler, a filter) takes the full way.
     """
     logger = server_logger
-    if logger.filters or logger.propagate or logger.disabled:
+    if (
+        logger.filters
+        or logger.propagate
+        or logger.disabled
+        or type(logger) is not logging.Logger
+    ):
         return None
     handlers = logger.handlers
     if len(handlers) != 1:

@@ -312,6 +312,7 @@ def test_default_configuration_reports_a_failed_write_as_logging_does(
         "format",
         "handler class",
         "record factory",
+        "logger class",
     ],
 )
 def test_any_other_configuration_goes_through_logging(
@@ -339,8 +340,10 @@ def test_any_other_configuration_goes_through_logging(
             handler = logging.FileHandler(os.devnull)
             stack.callback(handler.close)
             logger.handlers[:] = [handler]
-        else:
+        elif change == "record factory":
             monkeypatch.setattr(logging, "getLogRecordFactory", lambda: RecordSubclass)
+        else:
+            monkeypatch.setattr(logger, "__class__", LoggerSubclass)
         assert output._default_handler(logging.INFO) is None
         with record_server_log() as recorder:
             output.log_request("GET /configured HTTP/1.1", 200, 0, 0.0)
@@ -349,6 +352,10 @@ def test_any_other_configuration_goes_through_logging(
 
 class RecordSubclass(logging.LogRecord):
     """A record factory of a project's own."""
+
+
+class LoggerSubclass(logging.Logger):
+    """A logger class of a project's own (``logging.setLoggerClass()``)."""
 
 
 # --- through the running server -------------------------------------------------------
