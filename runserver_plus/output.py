@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
+import django.utils.log
 from django.utils.log import ServerFormatter
 
 server_logger = logging.getLogger("django.server")
@@ -75,20 +76,32 @@ def _log(
 ) -> None:
     """A record on the ``django.server`` logger, with Django's extras.
 
-    Made with ``makeRecord()`` and passed to ``handle()``, as ``Logger.log()``
-    does, without its walk up the stack to find the caller: that walk was a
-    fifth of the cost of each access line. Records name this module and no
-    line.
+    Passed to ``handle()``, as ``Logger.log()`` does, without its walk up the
+    stack to find the caller: that walk was a fifth of the cost of each
+    access line. Records name this module and no line.
     """
     if not server_logger.isEnabledFor(level):
         return
+    server_logger.handle(
+        _record(level, message, args, status=status, request=request, now=now)
+    )
+
+
+def _record(
+    level: int,
+    message: str,
+    args: tuple[object, ...],
+    *,
+    status: int | None,
+    request: Any,
+    now: float | None,
+) -> logging.LogRecord:
     extra: dict[str, Any] = {"request": request, "server_time": server_time(now)}
     if status is not None:
         extra["status_code"] = status
-    record = server_logger.makeRecord(
+    return server_logger.makeRecord(
         server_logger.name, level, __file__, 0, message, args, None, None, extra
     )
-    server_logger.handle(record)
 
 
 def _level_for(status: int) -> int:
@@ -136,12 +149,12 @@ def log_request(
     # What logging would write, without the LogRecord, the formatter's pass
     # over the record's dict and the handler's layers: 70% of the cost of
     # the line, 8% of the cost of a request (callgrind).
-    style = handler.formatter.style  # type: ignore[union-attr]
-    line = (
-        f"[{server_time(now)}] {_coloured(style, status, ACCESS_FORMAT) % args}"
-        f"{handler.terminator}"
-    )
     try:
+        style = handler.formatter.style  # type: ignore[union-attr]
+        line = (
+            f"[{server_time(now)}] {_coloured(style, status, ACCESS_FORMAT) % args}"
+            f"{handler.terminator}"
+        )
         with handler.lock:  # type: ignore[union-attr]
             handler.stream.write(line)
             handler.flush()
@@ -149,21 +162,85 @@ def log_request(
         raise
     except Exception:  # noqa: BLE001 - reported as logging reports it
         handler.handleError(
-            server_logger.makeRecord(
-                server_logger.name, level, __file__, 0, ACCESS_FORMAT, args, None
-            )
+            _record(level, ACCESS_FORMAT, args, status=status, request=request, now=now)
         )
+
+
+#: The files that define the methods an access line goes through in logging.
+_LOGGING_FILES = frozenset(
+    {
+        logging.getLogger.__code__.co_filename,
+        django.utils.log.configure_logging.__code__.co_filename,
+    }
+)
+#: Their names, which an object's own attributes must not shadow.
+_LOGGING_METHODS = frozenset(
+    {"handle", "callHandlers", "makeRecord", "filter", "emit", "format", "flush"}
+    | {"formatMessage"}  # the formatter's
+)
+#: What ``_logging_is_standard()`` last found standard (see there).
+_verified: tuple[object, ...] = ()
+
+
+def _logging_is_standard(
+    logger: logging.Logger, handler: logging.Handler, formatter: logging.Formatter
+) -> bool:
+    """Whether nothing replaced a method a record goes through with the
+    default configuration: not a wrapper installed on the classes (error
+    trackers wrap ``Logger.callHandlers``), nor an attribute of the objects.
+
+    What was found standard is remembered: the objects, how many attributes
+    each has (one added in place of a method changes that) and the methods.
+    """
+    global _verified  # noqa: PLW0603 - a cache for all threads
+    logger_class, handler_class = logging.Logger, logging.StreamHandler
+    state = (
+        len(logger.__dict__),
+        len(handler.__dict__),
+        len(formatter.__dict__),
+        logger,
+        handler,
+        formatter,
+        logger_class.handle,
+        logger_class.callHandlers,
+        logger_class.makeRecord,
+        handler_class.handle,
+        handler_class.filter,
+        handler_class.emit,
+        handler_class.format,
+        handler_class.flush,
+        ServerFormatter.format,
+        ServerFormatter.formatMessage,
+        logging.StrFormatStyle.format,
+    )
+    if state == _verified:
+        return True
+    names = _LOGGING_METHODS
+    if not (
+        names.isdisjoint(logger.__dict__)
+        and names.isdisjoint(handler.__dict__)
+        and names.isdisjoint(formatter.__dict__)
+    ):
+        return False
+    if all(
+        getattr(getattr(method, "__code__", None), "co_filename", None)
+        in _LOGGING_FILES
+        for method in state[6:]
+    ):
+        _verified = state
+        return True
+    return False
 
 
 def _default_handler(level: int) -> logging.StreamHandler[Any] | None:
     """The handler of ``django.server`` when it is configured as Django's default.
 
-    That is: the standard logger and record classes, no filters, no
-    propagation, and one plain ``StreamHandler`` with Django's
-    ``ServerFormatter`` and format. Then the line logging writes is known
-    without going through it, and ``log_request()`` writes it to that
-    handler's stream itself. Any other configuration (``LOGGING``, a test's
-    handler, a filter) takes the full way.
+    That is: the standard logger and record classes, with their methods as
+    logging and Django define them, no filters, no propagation, and one plain
+    ``StreamHandler`` with Django's ``ServerFormatter`` and format. Then the
+    line logging writes is known without going through it, and
+    ``log_request()`` writes it to that handler's stream itself. Any other
+    configuration (``LOGGING``, a test's handler, a filter) takes the full way.
     """
     logger = server_logger
     if (
@@ -185,7 +262,9 @@ def _default_handler(level: int) -> logging.StreamHandler[Any] | None:
         or type(formatter) is not ServerFormatter
         or formatter._fmt != DJANGO_SERVER_FORMAT
         or type(formatter._style) is not logging.StrFormatStyle
+        or formatter._style._fmt != DJANGO_SERVER_FORMAT
         or logging.getLogRecordFactory() is not logging.LogRecord
+        or not _logging_is_standard(logger, handler, formatter)
     ):
         return None
     return handler

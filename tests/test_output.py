@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import calendar
 import contextlib
+import functools
 import io
 import logging
-import os
 import re
 import time
 from collections.abc import Iterable, Iterator
+from typing import Any
 
 import pytest
 from django.core.management.color import color_style, no_style
@@ -271,10 +272,11 @@ def test_default_configuration_line_is_the_one_logging_writes(
 
 
 def test_default_configuration_keeps_djangos_colours() -> None:
+    when = calendar.timegm((2026, 12, 2, 23, 59, 59))
     with default_server_log(colour=True) as log:
-        output.log_request("GET / HTTP/1.1", 200, 0, 0.0)
-        output.log_request("GET / HTTP/1.1", 404, 0, 0.0)
-        output.log_request("GET / HTTP/1.1", 500, 0, 0.0)
+        output.log_request("GET / HTTP/1.1", 200, 0, 0.0, now=when)
+        output.log_request("GET / HTTP/1.1", 404, 0, 0.0, now=when)
+        output.log_request("GET / HTTP/1.1", 500, 0, 0.0, now=when)
     style = color_style(force_color=True)
     ok, missing, failed = log.lines()
     assert style.HTTP_SUCCESS('"GET / HTTP/1.1" 200 0 0.0ms') in ok
@@ -301,6 +303,42 @@ def test_default_configuration_reports_a_failed_write_as_logging_does(
     assert "--- Logging error ---" in capsys.readouterr().err
 
 
+def test_default_configuration_reports_a_failing_colour_as_logging_does(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    class BrokenStyle:
+        def HTTP_SUCCESS(self, text: str) -> str:
+            raise ZeroDivisionError
+
+    with default_server_log() as log:
+        log.handler.formatter.style = BrokenStyle()  # type: ignore[union-attr]
+        output.log_request("GET /uncoloured HTTP/1.1", 200, 0, 0.0)
+    err = capsys.readouterr().err
+    assert "--- Logging error ---" in err
+    assert "ZeroDivisionError" in err
+    assert log.lines() == []
+
+
+def test_default_configuration_stays_silent_when_silenced(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    logger = logging.getLogger("django.server")
+    with default_server_log() as log:
+        monkeypatch.setattr(logger, "disabled", True)
+        output.log_request("GET /disabled HTTP/1.1", 200, 0, 0.0)
+        monkeypatch.undo()
+        logging.disable(logging.WARNING)
+        try:
+            output.log_request("GET /disable HTTP/1.1", 404, 0, 0.0)
+        finally:
+            logging.disable(logging.NOTSET)
+        logger.setLevel(logging.ERROR)
+        output.log_request("GET /level HTTP/1.1", 404, 0, 0.0)
+        output.log_request("GET /shown HTTP/1.1", 500, 0, 0.0)
+    (line,) = log.lines()
+    assert '"GET /shown HTTP/1.1" 500' in line
+
+
 @pytest.mark.parametrize(
     "change",
     [
@@ -313,49 +351,103 @@ def test_default_configuration_reports_a_failed_write_as_logging_does(
         "handler class",
         "record factory",
         "logger class",
+        "wrapped Logger.callHandlers",
+        "handler's own emit",
     ],
 )
 def test_any_other_configuration_goes_through_logging(
     change: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     logger = logging.getLogger("django.server")
-    with contextlib.ExitStack() as stack:
-        handler = stack.enter_context(default_server_log()).handler
+    seen: list[str] = []  # where the record went through logging
+
+    def spy(record: logging.LogRecord) -> bool:
+        seen.append(record.getMessage())
+        return True
+
+    def spying_handler() -> logging.Handler:
+        handler = logging.StreamHandler(io.StringIO())
+        handler.addFilter(spy)
+        return handler
+
+    with default_server_log() as log, contextlib.ExitStack() as stack:
+        handler = log.handler
         assert output._default_handler(logging.INFO) is handler
         if change == "logger filter":
-            logger.addFilter(all_records)
+            logger.addFilter(spy)
         elif change == "handler filter":
-            handler.addFilter(all_records)
+            handler.addFilter(spy)
         elif change == "second handler":
-            logger.addHandler(logging.NullHandler())
+            logger.addHandler(spying_handler())
         elif change == "propagate":
-            logger.propagate = True
+            parent = logging.Logger("runserver-plus-test-parent")
+            parent.addHandler(spying_handler())
+            monkeypatch.setattr(logger, "propagate", True)
+            monkeypatch.setattr(logger, "parent", parent)
         elif change == "formatter":
             handler.setFormatter(logging.Formatter("{message}", style="{"))
+            seen.append("the line has no time: logging formatted it")
         elif change == "format":
             handler.setFormatter(
                 ServerFormatter(fmt="{server_time}|{message}", style="{")
             )
+            seen.append("the line has a bar: logging formatted it")
         elif change == "handler class":
-            handler = logging.FileHandler(os.devnull)
-            stack.callback(handler.close)
-            logger.handlers[:] = [handler]
+
+            class CountingHandler(logging.StreamHandler):  # type: ignore[type-arg]
+                def emit(self, record: logging.LogRecord) -> None:
+                    spy(record)
+                    super().emit(record)
+
+            counting = CountingHandler(log.stream)
+            counting.setFormatter(handler.formatter)
+            logger.handlers[:] = [counting]
         elif change == "record factory":
-            monkeypatch.setattr(logging, "getLogRecordFactory", lambda: RecordSubclass)
+            factory = logging.getLogRecordFactory()
+
+            def recording_factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+                record = factory(*args, **kwargs)
+                spy(record)
+                return record
+
+            logging.setLogRecordFactory(recording_factory)
+            stack.callback(logging.setLogRecordFactory, factory)
+        elif change == "logger class":
+
+            class SpyingLogger(logging.Logger):
+                def handle(self, record: logging.LogRecord) -> None:
+                    spy(record)
+                    super().handle(record)
+
+            monkeypatch.setattr(logger, "__class__", SpyingLogger)
+        elif change == "wrapped Logger.callHandlers":
+            call_handlers = logging.Logger.callHandlers
+
+            @functools.wraps(call_handlers)
+            def wrapper(self: logging.Logger, record: logging.LogRecord) -> None:
+                spy(record)
+                call_handlers(self, record)
+
+            monkeypatch.setattr(logging.Logger, "callHandlers", wrapper)
         else:
-            monkeypatch.setattr(logger, "__class__", LoggerSubclass)
+            emit = handler.emit
+
+            def own_emit(record: logging.LogRecord) -> None:
+                spy(record)
+                emit(record)
+
+            monkeypatch.setattr(handler, "emit", own_emit)
         assert output._default_handler(logging.INFO) is None
-        with record_server_log() as recorder:
-            output.log_request("GET /configured HTTP/1.1", 200, 0, 0.0)
-    assert recorder.messages() == ['"GET /configured HTTP/1.1" 200 0 0.0ms']
-
-
-class RecordSubclass(logging.LogRecord):
-    """A record factory of a project's own."""
-
-
-class LoggerSubclass(logging.Logger):
-    """A logger class of a project's own (``logging.setLoggerClass()``)."""
+        output.log_request("GET /configured HTTP/1.1", 200, 0, 0.0)
+        monkeypatch.undo()
+    assert seen
+    (line,) = log.lines()
+    assert '"GET /configured HTTP/1.1" 200 0 0.0ms' in line
+    if change == "formatter":
+        assert line == '"GET /configured HTTP/1.1" 200 0 0.0ms'
+    elif change == "format":
+        expected = rf'{SERVER_TIME}\|"GET /configured HTTP/1\.1" 200 0 0\.0ms'
+        assert re.fullmatch(expected, line)
 
 
 # --- through the running server -------------------------------------------------------
