@@ -381,5 +381,12 @@ def test_out_of_file_descriptors_waits_instead_of_failing(
         for client in clients:
             client.close()
     assert server.poll() is None
-    assert server.stderr_text().count("Cannot accept connections for now") == 1
+    warnings = server.stderr_text().count("Cannot accept connections for now")
+    if options:
+        # --nothreading closes each connection it answers: the descriptor that
+        # frees may let an accept succeed before the test raises the limit,
+        # and the next one then runs short again, with a warning of its own.
+        assert warnings in (1, 2)
+    else:
+        assert warnings == 1
     assert "Traceback" not in server.stderr_text()
