@@ -173,10 +173,18 @@ _LOGGING_FILES = frozenset(
         django.utils.log.configure_logging.__code__.co_filename,
     }
 )
-#: Their names, which an object's own attributes must not shadow.
+#: Their names, which the objects' own attributes must not shadow.
 _LOGGING_METHODS = frozenset(
-    {"handle", "callHandlers", "makeRecord", "filter", "emit", "format", "flush"}
-    | {"formatMessage"}  # the formatter's
+    {
+        "handle",
+        "callHandlers",
+        "makeRecord",
+        "filter",
+        "emit",
+        "format",
+        "flush",
+        "formatMessage",
+    }
 )
 #: What ``_logging_is_standard()`` last found standard (see there).
 _verified: tuple[object, ...] = ()
