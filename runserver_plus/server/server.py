@@ -137,17 +137,7 @@ class Server:
         """A new connection, or None when there was none to take after all;
         ``OSError`` when the process is out of file descriptors."""
         accepted = self._accept()
-        if accepted is None:
-            return None
-        try:
-            connection = Connection(
-                accepted[0], accepted[1], self.app, self._settings(accepted[1])
-            )
-        except OSError:  # reset before its options could be set
-            accepted[0].close()
-            return None
-        self._track(connection)
-        return connection
+        return None if accepted is None else self._connection(*accepted)
 
     def close(self, connection: Connection) -> None:
         """Close a connection that is done with, and stop tracking it."""
@@ -253,14 +243,28 @@ class Server:
             listener.stop()  # further connections wait in the backlog
 
     def _serve_inline(self, client: socket.socket, peer: tuple[str, int]) -> None:
-        connection = Connection(client, peer, self.app, self._settings(peer))
-        self._track(connection)
+        connection = self._connection(client, peer)
+        if connection is None:
+            return
         try:
             connection.serve()
         finally:
             self._untrack(connection)
             if self._on_thread_exit is not None:
                 self._on_thread_exit()
+
+    def _connection(
+        self, client: socket.socket, peer: tuple[str, int]
+    ) -> Connection | None:
+        """A tracked connection for an accepted socket; None, with the socket
+        closed, when it was reset before its options could be set."""
+        try:
+            connection = Connection(client, peer, self.app, self._settings(peer))
+        except OSError:
+            client.close()
+            return None
+        self._track(connection)
+        return connection
 
     def _track(self, connection: Connection) -> None:
         with self._active_changed:
