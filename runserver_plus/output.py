@@ -143,8 +143,10 @@ def log_request(
         format_duration(duration),
     )
     handler = _default_handler(level)
-    if handler is None:
-        _log(level, ACCESS_FORMAT, *args, status=status, request=request, now=now)
+    if handler is None:  # isEnabledFor() was asked above: straight to handle()
+        server_logger.handle(
+            _record(level, ACCESS_FORMAT, args, status=status, request=request, now=now)
+        )
         return
     # What logging would write, without the LogRecord, the formatter's pass
     # over the record's dict and the handler's layers: 60% of the cost of
