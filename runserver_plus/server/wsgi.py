@@ -266,8 +266,8 @@ def response_headers(headers: list[tuple[str, str]]) -> tuple[bytes, bool, int |
                 length = int(value)
             elif kind == _DATE:
                 has_date = True
-            else:
-                has_server = has_server or kind == _SERVER
+            else:  # _SERVER, the last kind left
+                has_server = True
         lines.append(f"{name}: {value}\r\n")
     block = "".join(lines)
     # Names are tokens: a CR, LF or NUL beyond the line ends is in a value,
