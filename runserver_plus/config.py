@@ -55,6 +55,10 @@ class ServerConfig:
     watch_include: tuple[str, ...] = ()
     watch_exclude: tuple[str, ...] = ()
     force_polling: bool = False
+    #: Keep a warm process ready to become the next worker (``--no-preload``).
+    preload: bool = True
+    #: Django's ``-v``: at 2, the supervisor says how each worker started.
+    verbosity: int = 1
 
     # Live browser reload (worker side).
     livereload: bool = False

@@ -10,6 +10,8 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
+from runserver_plus.server.sockets import adopt_socket
+
 #: Environment variable carrying ``<listening fd>:<control fd>`` to a worker.
 WORKER_ENV = "RUNSERVER_PLUS_WORKER"
 
@@ -63,11 +65,38 @@ def worker_marker(listen_fd: int, control_fd: int) -> str:
     return f"{listen_fd}:{control_fd}"
 
 
-def take_worker_marker() -> tuple[int, int] | None:
-    """The descriptors a supervisor passed us, removed from the environment so
-    that processes the project starts do not take themselves for workers."""
-    value = os.environ.pop(WORKER_ENV, None)
+def read_worker_marker() -> tuple[int, int] | None:
+    """The descriptors a supervisor passed us: ``(listening, control)``."""
+    value = os.environ.get(WORKER_ENV)
     if not value:
         return None
     listen_fd, _, control_fd = value.partition(":")
     return int(listen_fd), int(control_fd)
+
+
+def take_worker_marker() -> tuple[int, int] | None:
+    """``read_worker_marker()``, removed from the environment so that
+    processes the project starts do not take themselves for workers."""
+    marker = read_worker_marker()
+    os.environ.pop(WORKER_ENV, None)
+    return marker
+
+
+#: The control channel of a warm process that became a worker (see warm.py).
+_handed_over: list[Channel] = []
+
+
+def hand_over(channel: Channel) -> None:
+    """Leave ``channel`` to the worker this process is about to run: it may
+    hold a message already read from the socket."""
+    _handed_over.append(channel)
+
+
+def channel_for(fd: int) -> Channel:
+    """The control channel on descriptor ``fd``: the one a warm process
+    handed over, or a new one."""
+    while _handed_over:
+        channel = _handed_over.pop()
+        if channel.sock.fileno() == fd:
+            return channel
+    return Channel(adopt_socket(fd))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib.util
 import itertools
 import logging
@@ -10,10 +11,7 @@ import os
 import queue
 import signal
 import socket
-import subprocess
-import sys
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
@@ -22,8 +20,17 @@ from typing import TYPE_CHECKING, Any
 from django.utils import autoreload
 
 from runserver_plus.config import ServerConfig
-from runserver_plus.reloader.control import WORKER_ENV, Channel, Message, worker_marker
+from runserver_plus.reloader.control import Message
 from runserver_plus.reloader.errorpage import ErrorPage
+from runserver_plus.reloader.preload import warm_command
+from runserver_plus.reloader.process import (
+    FallbackFailed,
+    ProcessEvent,
+    WorkerExited,
+    WorkerMessage,
+    WorkerProcess,
+)
+from runserver_plus.reloader.warm import BOOTSTRAP as WARM_BOOTSTRAP
 
 if TYPE_CHECKING:
     from runserver_plus.reloader.watcher import Changes, Watcher, WatchRules
@@ -31,18 +38,27 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("django.utils.autoreload")
 
-#: Time a stopped worker gets beyond the drain bound before it is killed.
-KILL_GRACE = 1.0  # s
 #: How long a worker that Django's fallback took over may go on writing its
 #: traceback before it is ended.
 TRACEBACK_SETTLE = 0.3  # s
-#: The tail of a worker's stderr kept for the error page.
-STDERR_TAIL = 64 * 1024  # bytes
-#: What Django's reloader thread prints when ``django.setup()`` failed and
-#: Django's core runserver runs in the worker instead of ours.
-_DJANGO_THREAD_FAILURE = b"Exception in thread django-main-thread"
+#: How many warm processes may be found unsafe (a module that starts a thread
+#: at import, say) and replaced in one session before preloading gives up.
+MAX_UNSAFE_WARM = 10
 
-Event = tuple[Any, ...]
+
+@dataclasses.dataclass(frozen=True)
+class FilesChanged:
+    """A batch of changes from the watcher."""
+
+    changes: Changes
+
+
+@dataclasses.dataclass(frozen=True)
+class StopAsked:
+    """Ctrl-C or SIGTERM reached the supervisor."""
+
+
+Event = ProcessEvent | FilesChanged | StopAsked
 #: A file as the supervisor last acted on it: inode, size and modification
 #: time, or None once it is gone.
 FileState = tuple[int, int, int] | None
@@ -54,111 +70,6 @@ def file_state(path: str) -> FileState:
     except OSError:
         return None
     return (st.st_ino, st.st_size, st.st_mtime_ns)
-
-
-def _started_unbuffered() -> bool:
-    """Whether the interpreter got ``-u`` (alone or in a cluster like ``-uB``)."""
-    for arg in getattr(sys, "orig_argv", ())[1:]:
-        if not arg.startswith("-") or arg.startswith("--"):
-            return False  # the script or module: interpreter options are over
-        if arg[1:].isalpha() and "u" in arg[1:]:
-            return True
-    return False
-
-
-class WorkerProcess:
-    """One worker: the same command line again, on the inherited socket."""
-
-    def __init__(
-        self, listen: socket.socket, events: queue.SimpleQueue[Event], generation: int
-    ) -> None:
-        self.generation = generation
-        self.state = "starting"
-        self._events = events
-        ours, theirs = socket.socketpair()
-        self.channel = Channel(ours)
-        env = {
-            **os.environ,
-            autoreload.DJANGO_AUTORELOAD_ENV: "true",
-            WORKER_ENV: worker_marker(listen.fileno(), theirs.fileno()),
-        }
-        if _started_unbuffered():
-            env.setdefault("PYTHONUNBUFFERED", "1")  # -u is not in the child's args
-        self._stderr_tail = bytearray()
-        self._fallback_seen = False
-        try:
-            self.process = subprocess.Popen(
-                autoreload.get_child_arguments(),
-                env=env,
-                pass_fds=(listen.fileno(), theirs.fileno()),
-                stderr=subprocess.PIPE,
-            )
-        finally:
-            theirs.close()
-        self.started = time.monotonic()
-        for target, name in (
-            (self._read_messages, "messages"),
-            (self._tee_stderr, "stderr"),
-            (self._wait, "wait"),
-        ):
-            threading.Thread(
-                target=target, name=f"runserver_plus-worker-{name}", daemon=True
-            ).start()
-
-    @property
-    def stderr_tail(self) -> str:
-        return self._stderr_tail.decode("utf-8", "replace")
-
-    def _read_messages(self) -> None:
-        for message in self.channel:
-            self._events.put(("message", self, message))
-
-    def _tee_stderr(self) -> None:
-        """Pass the worker's stderr through, keeping its tail for the error page."""
-        stream = self.process.stderr
-        assert stream is not None
-        out = getattr(sys.stderr, "buffer", None)
-        while chunk := os.read(stream.fileno(), 65536):
-            if out is not None:
-                out.write(chunk)
-                out.flush()
-            else:
-                sys.stderr.write(chunk.decode("utf-8", "replace"))
-            self._stderr_tail += chunk
-            del self._stderr_tail[:-STDERR_TAIL]
-            if (
-                self.state == "starting"
-                and not self._fallback_seen
-                and _DJANGO_THREAD_FAILURE in self._stderr_tail
-            ):
-                self._fallback_seen = True
-                self._events.put(("fallback_failed", self))
-        stream.close()
-
-    def _wait(self) -> None:
-        code = self.process.wait()
-        self._events.put(("exit", self, code))
-
-    def send(self, message: Message) -> None:
-        self.channel.send(message)
-
-    def stop(self, drain_timeout: float) -> None:
-        """Ask for a drained stop; kill if it takes longer than the bound."""
-        if self.state == "stopping":
-            return
-        self.state = "stopping"
-        if not self.channel.send({"command": "stop"}):
-            self.process.terminate()
-        timer = threading.Timer(drain_timeout + KILL_GRACE, self.kill)
-        timer.daemon = True
-        timer.start()
-
-    def kill(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-
-    def close(self) -> None:
-        self.channel.close()
 
 
 class Supervisor:
@@ -178,6 +89,15 @@ class Supervisor:
         # while the main thread is inside get().
         self.events: queue.SimpleQueue[Event] = queue.SimpleQueue()
         self.worker: WorkerProcess | None = None
+        #: The process that becomes the next worker (see warm.py), and why
+        #: the next worker starts cold when there is none.
+        self.warm: WorkerProcess | None = None
+        self.cold_reason = "no warm process was ready yet"
+        #: What the workers imported from outside the project, in import
+        #: order, less what a warm process found unsafe.
+        self.preloadable: dict[str, None] = {}
+        self.unsafe: set[str] = set()
+        self.unsafe_warm = 0
         self.retired: set[WorkerProcess] = set()
         self.generation = 0
         self.pending: list[str] = []  # changes seen while a worker starts
@@ -225,7 +145,7 @@ class Supervisor:
             if self.watcher is not None:
                 self.watcher.stop()
             self._stop_error_server()
-            for worker in [self.worker, *self.retired]:
+            for worker in [self.worker, self.warm, *self.retired]:
                 if worker is not None:
                     worker.kill()
                     worker.close()
@@ -236,7 +156,7 @@ class Supervisor:
 
         self.rules = self._make_rules()
         self.watcher = Watcher(
-            lambda changes: self.events.put(("changes", changes)),
+            lambda changes: self.events.put(FilesChanged(changes)),
             force_polling=self.config.force_polling,
         )
         self.watcher.watch(self.rules.directories())
@@ -245,25 +165,22 @@ class Supervisor:
         return self.stopping and self.worker is None and not self.retired
 
     def _dispatch(self, event: Event) -> None:
-        kind = event[0]
-        if kind == "changes":
-            self._changed(event[1])
-        elif kind == "message":
-            self._message(event[1], event[2])
-        elif kind == "exit":
-            self._exited(event[1], event[2])
-        elif kind == "fallback_failed":
-            # Django's own runserver took over inside the worker after
-            # django.setup() failed; it is printing the error and will wait.
-            # Let the traceback arrive whole (the error page shows it), then
-            # end the worker; its exit shows the page.
-            worker: WorkerProcess = event[1]
-            if worker is self.worker:
+        match event:
+            case FilesChanged(changes):
+                self._changed(changes)
+            case WorkerMessage(worker, message):
+                self._message(worker, message)
+            case WorkerExited(worker, code):
+                self._exited(worker, code)
+            case FallbackFailed(worker) if worker is self.worker:
+                # Django's own runserver is printing the error and will wait.
+                # Let the traceback arrive whole (the error page shows it),
+                # then end the worker; its exit shows the page.
                 timer = threading.Timer(TRACEBACK_SETTLE, worker.kill)
                 timer.daemon = True
                 timer.start()
-        elif kind == "stop":
-            self._stop()
+            case StopAsked():
+                self._stop()
 
     # --- signals ----------------------------------------------------------------
 
@@ -273,7 +190,7 @@ class Supervisor:
         def handler(signum: int, frame: FrameType | None) -> None:
             if self.stopping:
                 raise KeyboardInterrupt
-            self.events.put(("stop",))
+            self.events.put(StopAsked())
 
         return {signum: signal.signal(signum, handler) for signum in STOP_SIGNALS}
 
@@ -285,6 +202,7 @@ class Supervisor:
     def _stop(self) -> None:
         self.stopping = True
         self._stop_error_server()
+        self._discard_warm()
         if self.worker is not None:
             self.worker.stop(self.config.drain_timeout)
 
@@ -297,7 +215,65 @@ class Supervisor:
         self._remove_stale_bytecode()
         self.generation += 1
         logger.info("Watching for file changes with %s", "RunserverPlusReloader")
-        self.worker = WorkerProcess(self.listen, self.events, self.generation)
+        warm, self.warm = self.warm, None
+        if warm is not None and warm.go(self.generation):
+            self.worker = warm
+            return
+        if warm is not None:
+            warm.kill()
+            self.cold_reason = "the warm process was gone"
+        self._start_cold()
+
+    def _start_cold(self) -> None:
+        if self.stopping:
+            return
+        if self.generation > 1:
+            reason = self.cold_reason if self.config.preload else "--no-preload"
+            self._say(f"Started the worker cold: {reason}.")
+        self.worker = WorkerProcess(self.listen, self.events.put, self.generation)
+        self.cold_reason = "no warm process was ready yet"
+
+    def _prepare_warm(self) -> None:
+        """Start the process that becomes the next worker, once one serves."""
+        if self.stopping or self.warm is not None or not self.config.preload:
+            return
+        if self.unsafe_warm >= MAX_UNSAFE_WARM:
+            self.cold_reason = "too many modules were unsafe to preload"
+            return
+        command = warm_command(
+            autoreload.get_child_arguments(), os.getcwd(), WARM_BOOTSTRAP
+        )
+        if command is None:
+            self.cold_reason = "this command line cannot start warm"
+            return
+        self.warm = WorkerProcess(self.listen, self.events.put, 0, command)
+        self._send_preload(list(self.preloadable))
+
+    def _send_preload(self, modules: list[str]) -> None:
+        if self.warm is None or not modules:
+            return
+        project = self.config.project_dir or os.getcwd()
+        self.warm.send(
+            {
+                "command": "preload",
+                "modules": modules,
+                # As the workers judge it: local packages elsewhere are
+                # preloaded (a change to one makes the warm process stale).
+                "roots": [project, *self.config.extra_watch_dirs],
+                "lock_dirs": [project, os.path.dirname(project)],
+            }
+        )
+
+    def _discard_warm(self) -> None:
+        if self.warm is not None:
+            self.warm.kill()
+            self.retired.add(self.warm)  # closed once it has exited
+            self.warm = None
+
+    def _say(self, text: str) -> None:
+        """A line about the reloader itself, at ``-v 2``."""
+        if self.config.verbosity >= 2:
+            self.write_err(text)
 
     def _remove_stale_bytecode(self) -> None:
         """Delete the cached bytecode of the modules that changed.
@@ -323,11 +299,25 @@ class Supervisor:
 
     def _message(self, worker: WorkerProcess, message: Message) -> None:
         event = message.get("event")
-        if event == "watch_dir":
+        if worker is self.warm or (worker.warm and not worker.went):
+            self._warm_message(worker, message)
+        elif event == "watch_dir":
             self.offered.add((Path(message["path"]), str(message["glob"])))
             self._update_rules()
         elif event == "modules":
             self._add_module_roots(message.get("files", []))
+        elif event == "preloadable":
+            new = [
+                str(m)
+                for m in message.get("modules", [])
+                if m not in self.preloadable and m not in self.unsafe
+            ]
+            self.preloadable.update(dict.fromkeys(new))
+            if worker is self.worker and worker.state == "ready":
+                if self.warm is None:
+                    self._prepare_warm()  # the worker serves: the next may warm up
+                else:
+                    self._send_preload(new)
         elif worker is not self.worker:
             return
         elif event == "ready" and worker.state == "starting":
@@ -345,15 +335,58 @@ class Supervisor:
                 unclaimed = [p for p in message.get("unclaimed", []) if p in paths]
                 self._restart((unclaimed or paths)[0])
 
+    def _warm_message(self, worker: WorkerProcess, message: Message) -> None:
+        """What a warm process says before it becomes the worker."""
+        event = message.get("event")
+        if event == "unsafe":
+            modules = [str(m) for m in message.get("modules", [])]
+            self.unsafe.update(modules)
+            for module in modules:
+                self.preloadable.pop(module, None)
+            self._say(
+                f"Not preloading {', '.join(modules[:3])}"
+                f"{' ...' if len(modules) > 3 else ''}: it {message.get('why')}."
+            )
+            if worker is self.warm:
+                # It exits by itself; the next one leaves these modules out.
+                self.unsafe_warm += 1
+                self.warm = None
+                self.retired.add(worker)
+                self._prepare_warm()
+        elif event == "stale" and worker is self.worker:
+            # Something it imported changed: this change starts cold, and
+            # the next warm process imports the new code.
+            self.worker = None
+            self.retired.add(worker)
+            self.cold_reason = (
+                f"the warm process was stale ({message.get('path')} changed)"
+            )
+            self._start_cold()
+        elif event == "went" and worker is self.worker:
+            worker.went = True
+            self._say(
+                f"Started the worker warm: {message.get('preloaded', 0)} modules "
+                "were preloaded."
+            )
+
     def _exited(self, worker: WorkerProcess, code: int) -> None:
         worker.close()
         self.retired.discard(worker)
+        if worker is self.warm:
+            self.warm = None
+            self.cold_reason = f"the warm process exited (code {code})"
+            return
         if worker is not self.worker:
             return
         self.worker = None
         if self.stopping:
             return
-        if code == 3:
+        if worker.warm and not worker.went:
+            # It never became the worker (it found something unsafe as it was
+            # told to go, say): start this change cold.
+            self.cold_reason = f"the warm process exited (code {code}) at its go"
+            self._start_cold()
+        elif code == 3:
             self._spawn()  # Django's "restart me" (its reloader ran in the worker)
         elif self.pending:
             # A change (perhaps the fix) came while this worker started:

@@ -8,8 +8,6 @@ import functools
 import logging
 import os
 import re
-import site
-import sysconfig
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -22,6 +20,7 @@ from watchfiles import Change
 from watchfiles._rust_notify import RustNotify
 
 from runserver_plus.reloader.doorbell import Doorbell, DoorbellError
+from runserver_plus.reloader.preload import system_prefixes
 
 logger = logging.getLogger("django.utils.autoreload")
 
@@ -94,18 +93,6 @@ def glob_to_regex(pattern: str) -> re.Pattern[str]:
     return re.compile("".join(parts) + r"\Z")
 
 
-def _system_prefixes() -> tuple[str, ...]:
-    """The standard library and site-packages: never watched."""
-    paths = {
-        sysconfig.get_paths()[key]
-        for key in ("stdlib", "platstdlib", "purelib", "platlib")
-    }
-    paths.update(site.getsitepackages() if hasattr(site, "getsitepackages") else [])
-    if site.ENABLE_USER_SITE and site.USER_SITE:
-        paths.add(site.USER_SITE)
-    return tuple(os.path.join(os.path.realpath(p), "") for p in paths if p)
-
-
 def _is_under(path: str, prefixes: Iterable[str]) -> bool:
     return any(path == p.rstrip(os.sep) or path.startswith(p) for p in prefixes)
 
@@ -141,7 +128,7 @@ class WatchRules:
     @functools.cached_property
     def _ignored(self) -> tuple[str, ...]:
         ignored = tuple(os.path.join(str(p), "") for p in self.ignored)
-        return ignored + _system_prefixes()
+        return ignored + system_prefixes()
 
     @functools.cached_property
     def _bases(self) -> tuple[Path, ...]:

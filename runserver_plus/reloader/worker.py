@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -12,7 +13,8 @@ from django.utils import autoreload
 
 from runserver_plus import runner
 from runserver_plus.livereload.middleware import Hub, LiveReloadApp
-from runserver_plus.reloader.control import Channel
+from runserver_plus.reloader.control import Channel, channel_for
+from runserver_plus.reloader.preload import preloadable
 from runserver_plus.server.sockets import adopt_socket
 
 if TYPE_CHECKING:
@@ -57,11 +59,16 @@ class _ModuleReporter:
     per ``MODULE_REPORT_INTERVAL``. An idle worker does not wake up for it.
     """
 
-    def __init__(self, reloader: WorkerReloader, stop: threading.Event) -> None:
+    def __init__(
+        self, reloader: WorkerReloader, stop: threading.Event, config: ServerConfig
+    ) -> None:
         self.reloader = reloader
         self.stop = stop
         self.requested = threading.Event()
         self.reported: set[str] = set()
+        self.preload_reported: set[str] = set()
+        self.roots = (config.project_dir, *config.extra_watch_dirs)
+        self.preload = config.preload
 
     def request_seen(self, **kwargs: Any) -> None:
         """A ``request_finished`` receiver."""
@@ -73,6 +80,21 @@ class _ModuleReporter:
         if new:
             self.reported |= new
             self.reloader.channel.send({"event": "modules", "files": sorted(new)})
+        if self.preload:
+            self._report_preloadable()
+
+    def _report_preloadable(self) -> None:
+        """Tell the supervisor, in import order, the modules a warm process
+        may import for the next worker (see ``warm.py``)."""
+        names = preloadable(
+            sys.modules,
+            self.roots,
+            settings_module=os.environ.get("DJANGO_SETTINGS_MODULE", ""),
+        )
+        new = [n for n in names if n not in self.preload_reported]
+        if new:
+            self.preload_reported.update(new)
+            self.reloader.channel.send({"event": "preloadable", "modules": new})
 
     def run(self) -> None:
         request_finished.connect(self.request_seen, weak=False)
@@ -103,7 +125,7 @@ class Worker:
     ) -> None:
         self.config = config
         self.host = host
-        self.channel = Channel(adopt_socket(control_fd))
+        self.channel = channel_for(control_fd)
         self.listen = adopt_socket(listen_fd)
         self.reloader = WorkerReloader(self.channel)
         self.stop = threading.Event()
@@ -149,7 +171,7 @@ class Worker:
         if self.stop.is_set():
             return
         self.host.announce(self.listen.getsockname()[1])
-        reporter = _ModuleReporter(self.reloader, self.stop)
+        reporter = _ModuleReporter(self.reloader, self.stop, self.config)
         threading.Thread(
             target=reporter.run, name="runserver_plus-modules", daemon=True
         ).start()

@@ -76,6 +76,13 @@ class RunserverPlusMixin:
             "stylesheets in place when CSS changes (needs DEBUG and the reloader).",
         )
         group.add_argument(
+            "--no-preload",
+            action="store_false",
+            dest="preload",
+            help="Start every worker cold, instead of from a warm process that "
+            "has imported the installed packages ahead of the change.",
+        )
+        group.add_argument(
             "--watch-poll",
             action="store_true",
             help="Poll for changes instead of OS events (network, container mounts).",
@@ -135,6 +142,11 @@ class RunserverPlusMixin:
                 options.get("watch_poll")
                 or getattr(settings, "RUNSERVER_PLUS_WATCH_POLL", False)
             ),
+            preload=bool(
+                options.get("preload", True)
+                and getattr(settings, "RUNSERVER_PLUS_PRELOAD", True)
+            ),
+            verbosity=int(options.get("verbosity", 1)),
             livereload=self._livereload(options),
             static_dirs=_static_dirs(),
         )

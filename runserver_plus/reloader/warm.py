@@ -1,0 +1,251 @@
+"""The warm process: imports what the last worker did, then becomes the next worker.
+
+The supervisor starts it (see ``process.WorkerProcess``) with the interpreter,
+options, environment and inherited descriptors of a worker, but with
+``BOOTSTRAP`` in place of the worker's script. It imports, best effort and at
+a low priority, the modules the supervisor sends (those the last worker
+loaded from outside the project), and waits. On ``go`` it checks that
+nothing it imported has changed since it started, puts back what a worker
+would have found (``sys.argv``, ``sys.path``, ``os.environ``, the working
+directory, the SIGINT handler, a fresh ``random`` seed), and runs the
+worker's script or module as ``__main__``: ``django.setup()``, the checks
+and serving then happen here, as in a cold worker, minus the imports.
+
+Which imports are kept: ``DJANGO_SETTINGS_MODULE`` is unset while
+preloading, so a module that reads settings at import fails, and so does one
+that needs the app registry. A failed import is undone (the modules it added
+are removed). A module whose import leaves something a worker must not
+inherit (a thread, an open file, configured settings, a module of the
+project) makes the whole process unusable: it reports the modules to skip
+and exits, and the supervisor prepares another without them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import os
+import queue
+import random
+import runpy
+import signal
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from types import TracebackType
+
+from runserver_plus.reloader import control
+from runserver_plus.reloader.control import Channel
+from runserver_plus.reloader.preload import (
+    changed_since,
+    is_project_path,
+    lock_files,
+    module_paths,
+    system_prefixes,
+)
+from runserver_plus.server.sockets import adopt_socket
+
+#: Run with ``python -c``; argv[1] is the first entry of the worker's sys.path.
+BOOTSTRAP = (
+    "import sys; sys.path[0] = sys.argv.pop(1); "
+    "from runserver_plus.reloader.warm import main; main()"
+)
+#: The nice value of the preloading thread (Linux sets it per thread, so the
+#: worker this process becomes keeps the normal priority).
+PRELOAD_NICE = 10
+#: Files changed this long before the process started count as changed
+#: after it: file systems with coarse timestamps round them down.
+TIMESTAMP_SLACK = 2_000_000_000  # ns
+
+
+def main() -> None:
+    """The warm process, from its start to the worker's exit."""
+    started = time.time_ns() - TIMESTAMP_SLACK
+    marker = control.read_worker_marker()
+    if marker is None:
+        sys.exit("runserver_plus: a warm process needs the supervisor's marker.")
+    target = sys.argv[1:]
+    # What the worker must find, whatever the imports do to them.
+    environ, path, cwd = dict(os.environ), list(sys.path), os.getcwd()
+    # Ctrl-C in the terminal reaches the whole process group; the supervisor,
+    # not the terminal, ends a warm process.
+    previous_sigint = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    os.environ.pop("DJANGO_SETTINGS_MODULE", None)
+    channel = Channel(adopt_socket(marker[1]))
+    preloader = Preloader(channel)
+    thread = threading.Thread(
+        target=preloader.run, name="runserver_plus-preload", daemon=True
+    )
+    thread.start()
+    go: control.Message | None = None
+    for message in channel:
+        if message.get("command") == "preload":
+            preloader.add(message)
+        elif message.get("command") == "go":
+            go = message
+            break
+    preloader.stop()
+    thread.join()
+    if go is None:
+        os._exit(0)  # the supervisor is gone: nothing to become
+    stale = changed_since(preloader.imported_files(), started)
+    if stale is not None:
+        channel.send({"event": "stale", "path": stale})
+        os._exit(0)
+    channel.send({"event": "went", "preloaded": preloader.loaded})
+    control.hand_over(channel)
+    os.environ.clear()
+    os.environ.update(environ)
+    sys.path[:] = path
+    os.chdir(cwd)
+    signal.signal(signal.SIGINT, previous_sigint)
+    random.seed()  # from os.urandom, as at the import of random in a new process
+    run_as_main(target)
+
+
+class Preloader:
+    """Imports module names as they come, on its own thread, until stopped."""
+
+    def __init__(self, channel: Channel) -> None:
+        self.channel = channel
+        self.pending: queue.SimpleQueue[Sequence[str]] = queue.SimpleQueue()
+        self.stopping = threading.Event()
+        self.loaded = 0
+        self.roots: tuple[str, ...] = ()
+        self.lock_dirs: tuple[str, ...] = ()
+        self.system = system_prefixes()
+
+    def add(self, message: control.Message) -> None:
+        self.roots = tuple(os.path.join(r, "") for r in message.get("roots", ()))
+        self.lock_dirs = tuple(message.get("lock_dirs", ()))
+        self.pending.put(list(message.get("modules", ())))
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.pending.put(())
+
+    def run(self) -> None:
+        _lower_priority()
+        while not self.stopping.is_set():
+            for name in self.pending.get():
+                if self.stopping.is_set():
+                    return
+                self._load(name)
+
+    def _load(self, name: str) -> None:
+        if name in sys.modules:
+            return
+        before = set(sys.modules)
+        threads, files = _thread_count(), _file_count()
+        try:
+            importlib.import_module(name)
+        except (Exception, SystemExit):  # noqa: BLE001 - any failure: skip it
+            # Needs settings or the app registry, or is broken: the worker
+            # imports it in its own time. Undo the half import.
+            _forget(set(sys.modules) - before)
+            return
+        added = set(sys.modules) - before
+        self.loaded += len(added)
+        why = self._unsafe(added, threads, files)
+        if why:
+            # Nothing can take a thread or a setting back: this process must
+            # not become a worker. The supervisor starts another without it.
+            self.channel.send({"event": "unsafe", "modules": sorted(added), "why": why})
+            os._exit(0)
+
+    def _unsafe(self, added: set[str], threads: int, files: int | None) -> str:
+        """Why the modules just imported leave this process unfit, or ''."""
+        if _thread_count() > threads:
+            return "started a thread"
+        if files is not None and (_file_count() or 0) > files:
+            return "kept a file open"
+        conf = sys.modules.get("django.conf")
+        if conf is not None and getattr(conf, "settings", None) is not None:
+            with contextlib.suppress(Exception):
+                if conf.settings.configured:
+                    return "configured Django's settings"
+        for name in added:
+            module = sys.modules.get(name)
+            if module is not None and any(
+                is_project_path(p, self.roots, self.system)
+                for p in module_paths(module)
+            ):
+                return f"imported {name}, a module of the project"
+        return ""
+
+    def imported_files(self) -> list[str]:
+        """Everything whose change makes this process stale: the files of its
+        modules, the site-packages folders (``pip install`` and ``.pth``
+        files change them) and the lock files."""
+        files = [
+            path
+            for module in list(sys.modules.values())
+            if module is not None
+            for path in module_paths(module)
+            if os.path.isabs(path)
+        ]
+        folders = [p for p in self.system if "-packages" in p]
+        return [*files, *folders, *lock_files(self.lock_dirs)]
+
+
+def run_as_main(target: list[str]) -> None:
+    """Run the worker's script (or ``-m`` module) with its arguments, as
+    ``python`` would: a traceback starts at the script, as in a cold worker."""
+    try:
+        if target[0] == "-m":
+            sys.argv = [target[1], *target[2:]]
+            runpy.run_module(target[1], run_name="__main__", alter_sys=True)
+        else:
+            sys.argv = list(target)
+            runpy.run_path(target[0], run_name="__main__")
+    except (SystemExit, KeyboardInterrupt):
+        raise
+    except BaseException as exc:  # noqa: BLE001 - printed as python would
+        sys.excepthook(type(exc), exc, _from_target(exc.__traceback__))
+        sys.exit(1)
+
+
+def _from_target(tb: TracebackType | None) -> TracebackType | None:
+    """``tb`` without its first frames: this module's and runpy's."""
+    ours = {__file__, runpy.__file__, "<frozen runpy>"}
+    while tb is not None and tb.tb_frame.f_code.co_filename in ours:
+        tb = tb.tb_next
+    return tb
+
+
+def _forget(names: set[str]) -> None:
+    for name in names:
+        sys.modules.pop(name, None)
+        parent, _, child = name.rpartition(".")
+        if parent in sys.modules:
+            with contextlib.suppress(AttributeError):
+                delattr(sys.modules[parent], child)
+
+
+def _lower_priority() -> None:
+    """Preload at a low priority, so that a serving worker is never slowed.
+
+    Only this thread: the process keeps its priority for when it serves, and
+    an unprivileged process could not raise it back. Linux alone sets the
+    priority per thread; elsewhere preloading runs at the normal priority.
+    """
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), PRELOAD_NICE)
+
+
+def _thread_count() -> int:
+    """Threads of this process, including those ``threading`` does not know."""
+    try:
+        return len(os.listdir("/proc/self/task"))
+    except OSError:
+        return threading.active_count()
+
+
+def _file_count() -> int | None:
+    """Open descriptors of this process, where the platform lists them."""
+    for folder in ("/proc/self/fd", "/dev/fd"):
+        with contextlib.suppress(OSError):
+            return len(os.listdir(folder))
+    return None
