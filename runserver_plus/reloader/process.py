@@ -79,6 +79,7 @@ class WorkerProcess:
         self.warm = command is not None
         self.state = "warm" if self.warm else "starting"
         self.went = False  # a warm process confirmed that it became the worker
+        self.preloaded = 0  # modules a warm process said it had preloaded
         self._post = post
         ours, theirs = socket.socketpair()
         self.channel = Channel(ours)

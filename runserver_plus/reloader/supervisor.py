@@ -270,9 +270,9 @@ class Supervisor:
             self.retired.add(self.warm)  # closed once it has exited
             self.warm = None
 
-    def _say(self, text: str) -> None:
-        """A line about the reloader itself, at ``-v 2``."""
-        if self.config.verbosity >= 2:
+    def _say(self, text: str, verbosity: int = 2) -> None:
+        """A line about the reloader itself, from ``-v 2`` (or ``verbosity``) on."""
+        if self.config.verbosity >= verbosity:
             self.write_err(text)
 
     def _remove_stale_bytecode(self) -> None:
@@ -362,6 +362,13 @@ class Supervisor:
                 f"the warm process was stale ({message.get('path')} changed)"
             )
             self._start_cold()
+        elif event == "preloaded" and not worker.preloaded:
+            worker.preloaded = int(message.get("preloaded", 0))
+            self._say(
+                f"A warm process (pid {worker.pid}) is ready: "
+                f"{message.get('preloaded', 0)} modules preloaded.",
+                verbosity=3,
+            )
         elif event == "went" and worker is self.worker:
             worker.went = True
             self._say(
@@ -422,6 +429,8 @@ class Supervisor:
             name="runserver_plus-errorpage",
             daemon=True,
         ).start()
+        # The save that fixes the code starts warm too.
+        self._prepare_warm()
 
     def _stop_error_server(self) -> None:
         if self.error_server is None:

@@ -132,6 +132,8 @@ class Preloader:
                 if self.stopping.is_set():
                     return
                 self._load(name)
+            if self.pending.empty():
+                self.channel.send({"event": "preloaded", "preloaded": self.loaded})
 
     def _load(self, name: str) -> None:
         if name in sys.modules:
