@@ -107,7 +107,11 @@ def warm_command(
         options.append(rest.pop(0))
     if len(rest) >= 2 and rest[0] == "-m":
         first_path = cwd  # what ``python -m`` puts first on sys.path
-    elif rest and not rest[0].startswith("-") and os.path.isfile(rest[0]):
+    elif (
+        rest
+        and not rest[0].startswith("-")
+        and os.path.isfile(os.path.join(cwd, rest[0]))
+    ):
         if rest[0].lower().endswith(".exe"):
             return None  # a Windows launcher, not Python source
         # What ``python script`` puts first on sys.path: the script's real folder.

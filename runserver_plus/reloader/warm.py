@@ -23,6 +23,7 @@ and exits, and the supervisor prepares another without them.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib
 import os
 import queue
@@ -131,42 +132,46 @@ class Preloader:
             for name in self.pending.get():
                 if self.stopping.is_set():
                     return
-                self._load(name)
+                added, why = self._load(name)
+                if why:
+                    # Nothing can take a thread or a setting back: this
+                    # process must not become a worker. The supervisor starts
+                    # another without these modules.
+                    self.channel.send(
+                        {"event": "unsafe", "modules": sorted(added), "why": why}
+                    )
+                    os._exit(0)
             if self.pending.empty():
                 self.channel.send({"event": "preloaded", "preloaded": self.loaded})
 
-    def _load(self, name: str) -> None:
+    def _load(self, name: str) -> tuple[set[str], str]:
+        """Import ``name``; return the modules it added and, when they leave
+        this process unfit to become a worker, why."""
         if name in sys.modules:
-            return
+            return set(), ""
         before = set(sys.modules)
-        threads, files = _thread_count(), _file_count()
+        state = _state()
         try:
             importlib.import_module(name)
         except (Exception, SystemExit):  # noqa: BLE001 - any failure: skip it
             # Needs settings or the app registry, or is broken: the worker
             # imports it in its own time. Undo the half import.
             _forget(set(sys.modules) - before)
-            return
+            return set(), ""
         added = set(sys.modules) - before
         self.loaded += len(added)
-        why = self._unsafe(added, threads, files)
-        if why:
-            # Nothing can take a thread or a setting back: this process must
-            # not become a worker. The supervisor starts another without it.
-            self.channel.send({"event": "unsafe", "modules": sorted(added), "why": why})
-            os._exit(0)
+        return added, self._unsafe(added, state)
 
-    def _unsafe(self, added: set[str], threads: int, files: int | None) -> str:
+    def _unsafe(self, added: set[str], before: _State) -> str:
         """Why the modules just imported leave this process unfit, or ''."""
-        if _thread_count() > threads:
+        after = _state()
+        if after.threads > before.threads:
             return "started a thread"
-        if files is not None and (_file_count() or 0) > files:
+        files = (before.files, after.files)
+        if files[0] is not None and files[1] is not None and files[1] > files[0]:
             return "kept a file open"
-        conf = sys.modules.get("django.conf")
-        if conf is not None and getattr(conf, "settings", None) is not None:
-            with contextlib.suppress(Exception):
-                if conf.settings.configured:
-                    return "configured Django's settings"
+        if after.configured and not before.configured:
+            return "configured Django's settings"
         for name in added:
             module = sys.modules.get(name)
             if module is not None and any(
@@ -235,6 +240,26 @@ def _lower_priority() -> None:
     if sys.platform.startswith("linux"):
         with contextlib.suppress(OSError):
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), PRELOAD_NICE)
+
+
+@dataclasses.dataclass(frozen=True)
+class _State:
+    """What an import must not change in a process that becomes a worker."""
+
+    threads: int
+    files: int | None
+    configured: bool
+
+
+def _state() -> _State:
+    return _State(_thread_count(), _file_count(), _settings_configured())
+
+
+def _settings_configured() -> bool:
+    conf = sys.modules.get("django.conf")
+    settings = getattr(conf, "settings", None)
+    # LazySettings.configured does not load the settings.
+    return bool(getattr(settings, "configured", False))
 
 
 def _thread_count() -> int:
