@@ -54,8 +54,6 @@ SIMPLE = [
     b"GET / HTTP/1.1\r\nHost: x\n\r\n",  # mixed
     b"DELETE /item/3 HTTP/1.1\r\nHost: x\r\n\r\n",
     b"get / HTTP/1.1\r\nHost: x\r\n\r\n",  # a method is any token
-    b"GET http://example.com/a?b HTTP/1.1\r\nHost: example.com\r\n\r\n",
-    b"GET * HTTP/1.1\r\nHost: x\r\n\r\n",
     b"GET / HTTP/1.1\r\nHost: x\r\nX-Empty:\r\nX-Spaces: \t a  b \t\r\n\r\n",
     b"GET / HTTP/1.1\r\nHOST: x\r\nAccept-Language: fr-CH, fr;q=0.9\r\n\r\n",
     b"GET / HTTP/1.1\r\nHost: x\r\nX-Latin1: caf\xe9\r\n\r\n",  # obs-text
@@ -78,6 +76,10 @@ LEFT_TO_H11 = [
     b"PUT / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n\r\n",
     b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
     b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n",
+    # Targets in another form than origin-form: their method must allow it.
+    b"GET http://example.com/a?b HTTP/1.1\r\nHost: example.com\r\n\r\n",
+    b"OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"GET * HTTP/1.1\r\nHost: x\r\n\r\n",
     # Host rules for HTTP/1.1: h11 words these errors.
     b"GET / HTTP/1.1\r\n\r\n",
     b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
@@ -125,6 +127,58 @@ def test_parse_head_errors_still_come_from_h11() -> None:
         parse_head(b"GET / HTTP/1.1\r\n\r\n")
     assert missing.value.status == 400
     assert "Host" in missing.value.reason
+
+
+# RFC 9112 §3.2: the form of the target goes with the method.
+BAD_TARGETS = [
+    pytest.param(b"PUT s://]ufd/: HTTP/1.1", id="absolute-form-bad-host"),
+    pytest.param(b"GET http:///a HTTP/1.1", id="absolute-form-empty-host"),
+    pytest.param(b"GET 1http://h/ HTTP/1.1", id="absolute-form-bad-scheme"),
+    pytest.param(b"GET http://h:8x/ HTTP/1.1", id="absolute-form-bad-port"),
+    pytest.param(b"GET http://h%zz/ HTTP/1.1", id="absolute-form-bad-escape"),
+    pytest.param(b"GET * HTTP/1.1", id="asterisk-form-with-GET"),
+    pytest.param(b"PUT * HTTP/1.1", id="asterisk-form-with-PUT"),
+    pytest.param(b"GET example.com:443 HTTP/1.1", id="authority-form-with-GET"),
+    pytest.param(b"POST example.com:443 HTTP/1.1", id="authority-form-with-POST"),
+    pytest.param(b"GET foo/bar HTTP/1.1", id="origin-form-without-slash"),
+    pytest.param(b"GET ?a=b HTTP/1.1", id="query-without-path"),
+    pytest.param(b"GET mailto:a@b HTTP/1.1", id="absolute-uri-without-authority"),
+]
+
+
+@pytest.mark.parametrize("request_line", BAD_TARGETS)
+@pytest.mark.parametrize(
+    "fields",
+    [
+        pytest.param(b"", id="no-body"),
+        pytest.param(b"Content-Length: 0\r\n", id="body"),
+    ],
+)
+def test_a_target_in_the_wrong_form_is_400(request_line: bytes, fields: bytes) -> None:
+    with pytest.raises(ProtocolError) as refused:
+        parse_head(request_line + b"\r\nHost: h\r\n" + fields + b"\r\n")
+    assert refused.value.status == 400
+    assert "target" in refused.value.reason
+
+
+GOOD_TARGETS = [
+    pytest.param(b"GET /a?b HTTP/1.1", id="origin-form"),
+    pytest.param(b"GET http://example.com/a?b HTTP/1.1", id="absolute-form"),
+    pytest.param(b"GET http://example.com HTTP/1.1", id="absolute-form-no-path"),
+    pytest.param(b"GET http://example.com?q HTTP/1.1", id="absolute-form-query"),
+    pytest.param(b"GET HTTPS://Example.COM:8443/x HTTP/1.1", id="absolute-form-case"),
+    pytest.param(b"GET http://[::1]:8000/ HTTP/1.1", id="absolute-form-ipv6"),
+    pytest.param(b"GET http://u:p@h.example/ HTTP/1.1", id="absolute-form-userinfo"),
+    pytest.param(b"GET http://caf%C3%A9.example/ HTTP/1.1", id="absolute-form-escape"),
+    pytest.param(b"OPTIONS * HTTP/1.1", id="asterisk-form-with-OPTIONS"),
+    pytest.param(b"CONNECT example.com:443 HTTP/1.1", id="authority-form-CONNECT"),
+]
+
+
+@pytest.mark.parametrize("request_line", GOOD_TARGETS)
+def test_a_target_in_the_right_form_is_read(request_line: bytes) -> None:
+    request, _ = parse_head(request_line + b"\r\nHost: h\r\n\r\n")
+    assert request.target == request_line.split(b" ")[1]
 
 
 def random_head(rng: random.Random) -> bytes:

@@ -140,6 +140,20 @@ REJECTED = [
         400,
         id="nul-in-header-value",
     ),
+    # RFC 9112 §3.2: a target in a form its method does not take.
+    pytest.param(b"PUT s://]ufd/: HTTP/1.1\r\n" + H + b"\r\n", 400, id="bad-absolute"),
+    pytest.param(b"GET * HTTP/1.1\r\n" + H + b"\r\n", 400, id="asterisk-with-GET"),
+    pytest.param(
+        b"GET example.com:443 HTTP/1.1\r\n" + H + b"\r\n",
+        400,
+        id="authority-form-with-GET",
+    ),
+    pytest.param(b"GET foo/bar HTTP/1.1\r\n" + H + b"\r\n", 400, id="no-leading-slash"),
+    pytest.param(
+        b"POST foo/bar HTTP/1.1\r\n" + H + b"Content-Length: 2\r\n\r\nab",
+        400,
+        id="no-leading-slash-with-body",
+    ),
     pytest.param(b"GET / HTTP/2.0\r\n" + H + b"\r\n", 505, id="http-2.0"),
     pytest.param(b"GET / HTTP/3.0\r\n" + H + b"\r\n", 505, id="http-3.0"),
     pytest.param(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 505, id="http-2-preface"),

@@ -60,7 +60,7 @@ class RequestHead:
 # control characters, say, are left to h11): creating an h11 connection for
 # it cost a sixth of a keep-alive request. Anything else goes to h11.
 _TOKEN = rb"[-!#$%&'*+.^_`|~0-9A-Za-z]+"
-_SIMPLE_REQUEST_LINE = re.compile(rb"(%s) ([\x21-\x7e]+) HTTP/(1\.[01])" % _TOKEN)
+_SIMPLE_REQUEST_LINE = re.compile(rb"(%s) (/[\x21-\x7e]*) HTTP/(1\.[01])" % _TOKEN)
 _SIMPLE_FIELD_LINE = re.compile(
     rb"(%s):[ \t]*((?:[\x21-\x7e\x80-\xff]+(?:[ \t]+[\x21-\x7e\x80-\xff]+)*)?)[ \t]*"
     % _TOKEN
@@ -144,10 +144,50 @@ def parse_head(head: bytes) -> tuple[RequestHead, h11.Connection | None]:
     names = {name for name, _ in event.headers}
     if b"transfer-encoding" in names and b"content-length" in names:
         raise ProtocolError(400, "Content-Length with Transfer-Encoding")
+    if event.target[:1] != b"/":
+        check_target_form(event.method, event.target)
     request = RequestHead(
         event.method, event.target, event.http_version, list(event.headers)
     )
     return request, conn
+
+
+# RFC 3986 §3: an absolute URI with an authority, which is what a target in
+# absolute-form names (RFC 9112 §3.2.2); the host may not be empty (RFC 9110
+# §4.2.1). The path and query are left to h11's check, as in origin-form.
+_URI_CHAR = rb"(?:[-A-Za-z0-9._~!$&'()*+,;=]|%[0-9A-Fa-f]{2})"
+_IP_LITERAL = rb"\[(?:[0-9A-Fa-f:.]+|v[0-9A-Fa-f]+\.[-A-Za-z0-9._~!$&'()*+,;=:]+)\]"
+_ABSOLUTE_FORM = re.compile(
+    rb"[A-Za-z][-A-Za-z0-9+.]*://"  # scheme
+    rb"(?:(?:%(char)b|:)*@)?"  # userinfo
+    rb"(?:%(ip)b|%(char)b+)"  # host
+    rb"(?::[0-9]*)?"  # port
+    rb"(?:[/?].*)?" % {b"char": _URI_CHAR, b"ip": _IP_LITERAL},
+    re.DOTALL,
+)
+_AUTHORITY_FORM = re.compile(rb"(?:\[[0-9A-Fa-f:.]+\]|[-A-Za-z0-9._~%]+):[0-9]+")
+
+
+def check_target_form(method: bytes, target: bytes) -> None:
+    """``ProtocolError`` (400) unless the method takes a target of this form.
+
+    For a target that does not begin with "/" (RFC 9112 §3.2): ``*`` only
+    with OPTIONS, an authority (``host:port``) only with CONNECT, otherwise
+    an absolute URI with an authority, whose path the server answers.
+    """
+    if target == b"*":
+        if method != b"OPTIONS":
+            raise ProtocolError(
+                400, "Asterisk-form target for a method other than OPTIONS"
+            )
+    elif method == b"CONNECT":
+        return  # authority-form, which CONNECT uses; left as before
+    elif _AUTHORITY_FORM.fullmatch(target):
+        raise ProtocolError(
+            400, "Authority-form target for a method other than CONNECT"
+        )
+    elif _ABSOLUTE_FORM.fullmatch(target) is None:
+        raise ProtocolError(400, "Invalid request target")
 
 
 _H11_REPR = re.compile(r": bytearray\(b.*\)$", re.DOTALL)
