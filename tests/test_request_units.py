@@ -129,6 +129,14 @@ def test_parse_head_errors_still_come_from_h11() -> None:
     assert "Host" in missing.value.reason
 
 
+def test_transfer_encoding_in_http_1_0_is_400() -> None:
+    # RFC 9112 §6.1: an HTTP/1.0 recipient cannot know the body's framing.
+    with pytest.raises(ProtocolError) as refused:
+        parse_head(b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n")
+    assert refused.value.status == 400
+    assert "HTTP/1.0" in refused.value.reason
+
+
 # RFC 9112 §3.2: the form of the target goes with the method.
 BAD_TARGETS = [
     pytest.param(b"PUT s://]ufd/: HTTP/1.1", id="absolute-form-bad-host"),

@@ -94,6 +94,11 @@ REJECTED = [
         id="transfer-encoding-gzip-chunked",
     ),
     pytest.param(
+        b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        400,
+        id="http-1.0-transfer-encoding",
+    ),
+    pytest.param(
         b"GET / HTTP/1.1\r\n" + H + b"X-Folded: a\r\n b\r\n\r\n",
         400,
         id="obs-fold-space",

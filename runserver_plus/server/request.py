@@ -108,8 +108,9 @@ def parse_head(head: bytes) -> tuple[RequestHead, h11.Connection | None]:
     connection (None). Others go to h11, which checks the syntax (methods,
     targets, field names and values, Content-Length, Transfer-Encoding, Host
     for HTTP/1.1) and reads the body later; we add what it lets through:
-    obs-fold, Content-Length with Transfer-Encoding, other major versions
-    (505) and the limits (414, 431).
+    obs-fold, Content-Length with Transfer-Encoding, Transfer-Encoding in
+    HTTP/1.0, target forms, other major versions (505) and the limits (414,
+    431).
     """
     if len(head) <= MAX_REQUEST_LINE:
         # The strict check first: it accepts only what passes the checks
@@ -142,8 +143,12 @@ def parse_head(head: bytes) -> tuple[RequestHead, h11.Connection | None]:
     if not isinstance(event, h11.Request):
         raise ProtocolError(400, "Bad request syntax")
     names = {name for name, _ in event.headers}
-    if b"transfer-encoding" in names and b"content-length" in names:
-        raise ProtocolError(400, "Content-Length with Transfer-Encoding")
+    if b"transfer-encoding" in names:
+        if b"content-length" in names:
+            raise ProtocolError(400, "Content-Length with Transfer-Encoding")
+        if event.http_version == b"1.0":
+            # RFC 9112 §6.1: such a request is badly framed.
+            raise ProtocolError(400, "Transfer-Encoding in an HTTP/1.0 request")
     if event.target[:1] != b"/":
         check_target_form(event.method, event.target)
     request = RequestHead(
