@@ -137,6 +137,50 @@ def test_transfer_encoding_in_http_1_0_is_400() -> None:
     assert "HTTP/1.0" in refused.value.reason
 
 
+@pytest.mark.parametrize(
+    ("fields", "status"),
+    [
+        # RFC 9112 §6.3: the length is unknown unless chunked ends the list once.
+        pytest.param(b"Transfer-Encoding: gzip\r\n", 400, id="gzip"),
+        pytest.param(b"Transfer-Encoding: identity\r\n", 400, id="identity"),
+        pytest.param(b"Transfer-Encoding: xchunked\r\n", 400, id="xchunked"),
+        pytest.param(b"Transfer-Encoding: chunked, gzip\r\n", 400, id="chunked-gzip"),
+        pytest.param(
+            b"Transfer-Encoding: chunked\r\nTransfer-Encoding: identity\r\n",
+            400,
+            id="chunked-then-identity",
+        ),
+        pytest.param(
+            b"Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n",
+            400,
+            id="chunked-twice",
+        ),
+        pytest.param(
+            b"Content-Length: 3\r\nTransfer-Encoding: gzip, chunked\r\n",
+            400,
+            id="content-length-and-gzip-chunked",
+        ),
+        # chunked ends the list, after a coding the server does not implement.
+        pytest.param(b"Transfer-Encoding: gzip, chunked\r\n", 501, id="gzip-chunked"),
+        pytest.param(
+            b"Transfer-Encoding: gzip\r\nTransfer-Encoding: Chunked\r\n",
+            501,
+            id="gzip-then-chunked",
+        ),
+    ],
+)
+def test_transfer_encoding_status(fields: bytes, status: int) -> None:
+    with pytest.raises(ProtocolError) as refused:
+        parse_head(b"POST / HTTP/1.1\r\nHost: h\r\n" + fields + b"\r\n")
+    assert refused.value.status == status
+
+
+def test_transfer_encoding_in_http_1_0_is_400_whatever_the_coding() -> None:
+    with pytest.raises(ProtocolError) as refused:
+        parse_head(b"POST / HTTP/1.0\r\nTransfer-Encoding: gzip, chunked\r\n\r\n")
+    assert refused.value.status == 400
+
+
 # RFC 9112 §3.2: the form of the target goes with the method.
 BAD_TARGETS = [
     pytest.param(b"PUT s://]ufd/: HTTP/1.1", id="absolute-form-bad-host"),

@@ -139,6 +139,9 @@ def parse_head(head: bytes) -> tuple[RequestHead, h11.Connection | None]:
     try:
         event = conn.next_event()
     except h11.RemoteProtocolError as error:
+        if error.error_status_hint == 501:
+            # h11's answer to any Transfer-Encoding but one "chunked".
+            raise _transfer_coding_error(head, h11_reason(error)) from None
         raise ProtocolError(error.error_status_hint, h11_reason(error)) from None
     if not isinstance(event, h11.Request):
         raise ProtocolError(400, "Bad request syntax")
@@ -155,6 +158,32 @@ def parse_head(head: bytes) -> tuple[RequestHead, h11.Connection | None]:
         event.method, event.target, event.http_version, list(event.headers)
     )
     return request, conn
+
+
+def _transfer_coding_error(head: bytes, reason: str) -> ProtocolError:
+    """The error for a head whose Transfer-Encoding h11 does not implement.
+
+    501 only when chunked is the final coding, and the only chunked
+    (RFC 9112 §6.1, §6.3); otherwise the body's end is unknown, as it is
+    with Content-Length beside it or in HTTP/1.0: 400. The head is refused
+    either way, so its field lines are read loosely, for the status alone.
+    """
+    request_line, *lines = head.split(b"\n")
+    codings: list[bytes] = []
+    content_length = False
+    for line in lines:
+        name, _, value = line.partition(b":")
+        name = name.lower()
+        if name == b"transfer-encoding":
+            codings += filter(None, (c.strip().lower() for c in value.split(b",")))
+        content_length = content_length or name == b"content-length"
+    if content_length:
+        return ProtocolError(400, "Content-Length with Transfer-Encoding")
+    if request_line.rstrip(b"\r").endswith(b" HTTP/1.0"):
+        return ProtocolError(400, "Transfer-Encoding in an HTTP/1.0 request")
+    if codings[-1:] != [b"chunked"] or codings.count(b"chunked") > 1:
+        return ProtocolError(400, "Transfer-Encoding does not end with chunked once")
+    return ProtocolError(501, reason)
 
 
 # RFC 3986 §3: an absolute URI with an authority, which is what a target in
