@@ -13,6 +13,7 @@ import h11
 import pytest
 
 from runserver_plus.server.request import (
+    MAX_FIELD_LINE,
     ProtocolError,
     RequestHead,
     parse_head,
@@ -179,6 +180,18 @@ def test_transfer_encoding_in_http_1_0_is_400_whatever_the_coding() -> None:
     with pytest.raises(ProtocolError) as refused:
         parse_head(b"POST / HTTP/1.0\r\nTransfer-Encoding: gzip, chunked\r\n\r\n")
     assert refused.value.status == 400
+
+
+def test_a_header_line_over_64k_is_431_as_in_djangos_server() -> None:
+    def head(line_length: int) -> bytes:
+        value = b"v" * (line_length - len(b"X-Big: "))
+        return b"POST / HTTP/1.1\r\nHost: h\r\nX-Big: " + value + b"\r\nX: y\r\n\r\n"
+
+    request, _ = parse_head(head(MAX_FIELD_LINE))
+    assert len(request.headers[1][1]) == MAX_FIELD_LINE - len(b"X-Big: ")
+    with pytest.raises(ProtocolError) as refused:
+        parse_head(head(MAX_FIELD_LINE + 1))
+    assert (refused.value.status, refused.value.reason) == (431, "Line too long")
 
 
 # RFC 9112 §3.2: the form of the target goes with the method.

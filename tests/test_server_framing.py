@@ -245,6 +245,16 @@ def test_100_headers_are_served() -> None:
     assert recorder.environs[0]["HTTP_X_H98"] == "98"
 
 
+def test_header_line_over_64k_is_431() -> None:
+    recorder = Recorder()
+    with serve_app(recorder) as live, live.connect() as client:
+        client.send(
+            b"GET / HTTP/1.1\r\n" + H + b"X-Huge: " + b"v" * 100_000 + b"\r\n\r\n"
+        )
+        assert_rejected(client, 431)
+    assert recorder.environs == []
+
+
 def test_huge_head_is_431() -> None:
     with serve_app(Recorder()) as live, live.connect() as client:
         client.send(

@@ -15,6 +15,9 @@ from runserver_plus.server.response import ClientGone
 MAX_REQUEST_LINE = 65536  # bytes; longer -> 414, as Django's server
 MAX_HEAD = 256 * 1024  # bytes of request line + headers; more -> 431
 MAX_HEADERS = 100  # header lines; more -> 431, as Django's server
+#: Not below MAX_REQUEST_LINE: parse_head() looks for longer lines only in
+#: heads too long for its strict check.
+MAX_FIELD_LINE = 65536  # bytes of one header line; longer -> 431, as Django's server
 #: Chunked request bodies larger than this go to a temporary file.
 SPOOL_IN_MEMORY = 1024 * 1024  # bytes
 READ_SIZE = 65536  # bytes
@@ -130,6 +133,11 @@ def parse_head(head: bytes) -> tuple[RequestHead, h11.Connection | None]:
         number = parts[2][5:].decode("ascii")
         raise ProtocolError(505, f"Invalid HTTP version ({number})")
     fields = head[line_end + 1 :]
+    if len(fields) > MAX_FIELD_LINE and any(
+        len(line.removesuffix(b"\r")) > MAX_FIELD_LINE for line in fields.split(b"\n")
+    ):
+        # Worded as Django's server words it; MAX_HEAD alone let 256 KiB by.
+        raise ProtocolError(431, "Line too long")
     if _OBS_FOLD.search(fields.rstrip(b"\r\n")):
         raise ProtocolError(400, "Obsolete line folding in a header")
     if fields.count(b"\n") - 1 > MAX_HEADERS:
