@@ -478,6 +478,40 @@ def test_a_higher_http_1_minor_version_is_served_as_1_1() -> None:
         assert client.request("GET", "/two").status == 200
 
 
+@pytest.mark.parametrize(
+    ("raw", "status"),
+    [
+        pytest.param(
+            b"HEAD /static/a.css HTTP/1.1\r\n"
+            + H
+            + b"Transfer-Encoding: identity\r\n\r\n",
+            400,
+            id="bad-framing",
+        ),
+        pytest.param(
+            b"HEAD / HTTP/1.1\r\n" + H + b"Transfer-Encoding: gzip, chunked\r\n\r\n",
+            501,
+            id="unsupported-coding",
+        ),
+        pytest.param(b"HEAD /" + b"a" * 66_000, 414, id="request-line-too-long"),
+        pytest.param(
+            b"HEAD / HTTP/1.1\r\n" + H + b"X-Big: " + b"v" * 300_000 + b"\r\n\r\n",
+            431,
+            id="head-too-large",
+        ),
+    ],
+)
+def test_the_servers_own_error_for_head_has_no_body(raw: bytes, status: int) -> None:
+    # RFC 9110 §9.3.2: the answer to HEAD never has content, errors included.
+    with serve_app(Recorder()) as live, live.connect() as client:
+        client.send(raw)
+        response = client.read_response(head_request=True)
+        assert response.status == status, response.raw_head
+        assert int(response.header("Content-Length") or 0) > 0  # as for a GET
+        assert client.is_closed(timeout=5)
+        assert client.buffer == b""
+
+
 def test_rejection_reasons_do_not_quote_raw_bytes() -> None:
     with serve_app(Recorder()) as live, live.connect() as client:
         client.send(b"G@T / HTTP/1.1\r\n" + H + b"\r\n")

@@ -343,13 +343,17 @@ class Connection:
     def _send_error(
         self, error: ProtocolError, request_line: str, started: float
     ) -> None:
-        """Answer a request the server rejects itself, then close."""
+        """Answer a request the server rejects itself, then close; without the
+        body when the request line, however malformed, asks for HEAD."""
         output.log_protocol_error(error.status, error.reason, self.sock)
         phrase = http.HTTPStatus(error.status).phrase
         body = f"{error.status} {phrase}\n\n{error.reason}\n".encode()
+        head = request_line.startswith("HEAD ")
         try:
             self._sendall(
-                closing_response(error.status, "text/plain; charset=utf-8", body)
+                closing_response(
+                    error.status, "text/plain; charset=utf-8", body, head=head
+                )
             )
         except ClientGone:
             return
