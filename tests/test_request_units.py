@@ -1,8 +1,10 @@
-"""The strict check for requests without a body, against h11 (tier 1).
+"""Reading requests without sockets (tier 1): the strict check, and h11's.
 
 ``parse_simple_head`` spares common requests an h11 connection. It must
 accept only heads h11 accepts, and read them exactly as h11 does; anything
 else it leaves to h11 (None), which parses it or gives the error response.
+Around h11 are the checks where it is lenient: target forms, framing, a
+header line's length and chunk-size lines.
 """
 
 from __future__ import annotations
@@ -15,10 +17,13 @@ import pytest
 from runserver_plus.server.request import (
     MAX_FIELD_LINE,
     ProtocolError,
+    RequestBody,
     RequestHead,
+    decode_chunked,
     parse_head,
     parse_simple_head,
 )
+from runserver_plus.server.response import ClientGone
 
 #: Random heads compared with h11 (seeded, so a failure can be replayed).
 RANDOM_HEADS = 3000
@@ -244,6 +249,73 @@ GOOD_TARGETS = [
 def test_a_target_in_the_right_form_is_read(request_line: bytes) -> None:
     request, _ = parse_head(request_line + b"\r\nHost: h\r\n\r\n")
     assert request.target == request_line.split(b" ")[1]
+
+
+# --- chunked bodies: the size lines h11 lets through --------------------------------
+
+CHUNKED_HEAD = b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+
+
+def decoded(pieces: list[bytes]) -> bytes:
+    """The body decoded from ``pieces`` as they would arrive, one per read."""
+    _, conn = parse_head(CHUNKED_HEAD)
+    assert conn is not None
+    reads = iter(pieces)
+
+    def recv() -> bytes:
+        piece = next(reads, None)
+        if piece is None:
+            raise ClientGone("no more pieces")
+        return piece
+
+    spool, length = decode_chunked(RequestBody(recv, conn, chunked=True))
+    with spool:
+        body = spool.read()
+    assert length == len(body)
+    return body
+
+
+def one_byte_at_a_time(data: bytes) -> list[bytes]:
+    return [data[i : i + 1] for i in range(len(data))]
+
+
+SPLITS = [
+    pytest.param(lambda data: [data], id="one-read"),
+    pytest.param(one_byte_at_a_time, id="one-byte-per-read"),
+]
+
+
+VALID_CHUNKED = (
+    b"5\r\nhello\r\nA;name=val\r\n, world!!!\r\n1;x\r\n.\r\n0\r\nT: t\r\n\r\n"
+)
+
+
+@pytest.mark.parametrize("split", SPLITS)
+def test_chunked_body_decodes_however_it_arrives(split) -> None:
+    assert decoded(split(VALID_CHUNKED)) == b"hello, world!!!."
+
+
+def test_chunked_body_decodes_whichever_byte_the_second_read_starts_at() -> None:
+    for cut in range(1, len(VALID_CHUNKED)):
+        pieces = [VALID_CHUNKED[:cut], VALID_CHUNKED[cut:]]
+        assert decoded(pieces) == b"hello, world!!!.", pieces
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"a \r\n0123456789\r\n0\r\n\r\n",
+        b"a\t\r\n0123456789\r\n0\r\n\r\n",
+        b"5\r\nhello\r\n3  \r\nabc\r\n0\r\n\r\n",
+        b"5\r\nhello\r\n0 \r\n\r\n",
+        b"5;a=b\t\r\nhello\r\n0\r\n\r\n",
+    ],
+)
+@pytest.mark.parametrize("split", SPLITS)
+def test_whitespace_at_the_end_of_a_chunk_size_line_is_400(body: bytes, split) -> None:
+    with pytest.raises(ProtocolError) as refused:
+        decoded(split(body))
+    assert refused.value.status == 400
 
 
 def random_head(rng: random.Random) -> bytes:

@@ -385,6 +385,13 @@ def test_large_chunked_body() -> None:
         pytest.param(b"5\r\nhello\r\nZZ\r\nxx\r\n0\r\n\r\n", id="bad-chunk-size"),
         pytest.param(b"5\r\nhelloXX0\r\n\r\n", id="missing-chunk-crlf"),
         pytest.param(b"ffffffffffffffffffffff\r\nx\r\n", id="chunk-size-overflow"),
+        # RFC 9112 §7.1: nothing between the size and the line end; h11 allows
+        # whitespace there, other servers do not, and that is how smuggling starts.
+        pytest.param(b"a \r\n0123456789\r\n0\r\n\r\n", id="space-after-size"),
+        pytest.param(b"5\t\r\nhello\r\n0\r\n\r\n", id="tab-after-size"),
+        pytest.param(b"5\r\nhello\r\n3 \r\nabc\r\n0\r\n\r\n", id="space-after-2nd"),
+        pytest.param(b"5\r\nhello\r\n0 \r\n\r\n", id="space-after-last-size"),
+        pytest.param(b"5;a=b \r\nhello\r\n0\r\n\r\n", id="space-after-extension"),
     ],
 )
 def test_malformed_chunked_body_is_400(body: bytes) -> None:

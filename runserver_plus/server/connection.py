@@ -274,15 +274,15 @@ class Connection:
         if conn is None:  # no body: what follows the head stays in the buffer
             reader = body = NO_BODY
         else:
+            chunked = any(name == b"transfer-encoding" for name, _ in request.headers)
+            reader = body = RequestBody(self._recv_body, conn, chunked=chunked)
             if self._buffer:
                 # Only when there is something: h11 takes b"" for the client
                 # having closed the connection.
-                conn.receive_data(bytes(self._buffer))
+                reader.receive(bytes(self._buffer))
                 self._buffer.clear()
             if conn.they_are_waiting_for_100_continue:
                 self._sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
-            reader = body = RequestBody(self._recv_body, conn)
-            chunked = any(name == b"transfer-encoding" for name, _ in request.headers)
             try:
                 if chunked:
                     body, length = decode_chunked(reader)
@@ -290,6 +290,9 @@ class Connection:
                 self._send_error(
                     ProtocolError(400, h11_reason(error)), request_line, started
                 )
+                return False
+            except ProtocolError as error:
+                self._send_error(error, request_line, started)
                 return False
         response = Response(
             self,

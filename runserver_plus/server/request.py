@@ -240,30 +240,79 @@ def h11_reason(error: h11.RemoteProtocolError) -> str:
     return _H11_REPR.sub("", str(error))
 
 
+class ChunkSizeLines:
+    """Refuses whitespace at the end of a chunk-size line, which h11 accepts.
+
+    RFC 9112 §7.1 has none there, servers disagree about it, and such a
+    disagreement over where a chunk ends is how requests get smuggled.
+    This keeps the bytes h11 was given and has not consumed: h11's events
+    say how far it read, so each size line it accepted is found where h11
+    found it, without parsing the framing a second time.
+    """
+
+    __slots__ = ("_at_size_line", "_crlf_first", "_raw")
+
+    def __init__(self) -> None:
+        self._raw = bytearray()
+        self._at_size_line = True  # h11 reads a size line next
+        self._crlf_first = False  # ... after the CRLF that ends a chunk's data
+
+    def received(self, data: bytes) -> None:
+        self._raw += data
+
+    def consumed(self, event: h11.Data | h11.EndOfMessage) -> None:
+        """h11 produced ``event``: check the size line it read, drop what it read."""
+        end = 0
+        if self._at_size_line:
+            start = 2 if self._crlf_first else 0
+            end = self._raw.find(b"\r\n", start) + 2
+            if self._raw[end - 3] in b" \t":  # the last byte before the CRLF
+                raise ProtocolError(400, "Whitespace at the end of a chunk-size line")
+            self._at_size_line = False
+        if isinstance(event, h11.Data):
+            end += len(event.data)
+            self._at_size_line = self._crlf_first = event.chunk_end
+        del self._raw[:end]
+
+
 class RequestBody:
     """``wsgi.input``: the body as h11 decodes it, read from the socket on demand.
 
     ``recv`` returns the next bytes from the client, raising ``ClientGone`` on
-    EOF or timeout, which reads as the end of a short body.
+    EOF or timeout, which reads as the end of a short body. A ``chunked``
+    body raises ``ProtocolError`` for what h11 lets through (ChunkSizeLines).
     """
 
-    def __init__(self, recv: Callable[[], bytes], conn: h11.Connection) -> None:
+    def __init__(
+        self, recv: Callable[[], bytes], conn: h11.Connection, *, chunked: bool
+    ) -> None:
         self._recv = recv
         self._conn = conn
+        self._size_lines = ChunkSizeLines() if chunked else None
         self._buffer = b""
         self._done = False
         self.broken = False
+
+    def receive(self, data: bytes) -> None:
+        """Hand h11 bytes of the body (never b"", h11's sign of a close)."""
+        self._conn.receive_data(data)
+        if self._size_lines is not None:
+            self._size_lines.received(data)
 
     def _next_chunk(self) -> bytes:
         while not self._done:
             event = self._conn.next_event()
             if isinstance(event, h11.Data):
+                if self._size_lines is not None:
+                    self._size_lines.consumed(event)
                 return bytes(event.data)
             if isinstance(event, h11.EndOfMessage):
+                if self._size_lines is not None:
+                    self._size_lines.consumed(event)
                 self._done = True
             elif event is h11.NEED_DATA:
                 try:
-                    self._conn.receive_data(self._recv())
+                    self.receive(self._recv())
                 except ClientGone:
                     # As a short read, like Django's server: the app sees
                     # less than announced and the connection is not reused.
