@@ -263,8 +263,9 @@ class StaticFilesApp:
         if found is None or not stat.S_ISREG(mode):
             message = DIRECTORY_MESSAGE if stat.S_ISDIR(mode) else missing
             return _not_found(environ, start_response, message)
+        file: IO[bytes] | None
         try:
-            file: IO[bytes] | None = open(found, "rb")  # noqa: SIM115 (the FileWrapper closes it)
+            file = open(found, "rb")  # noqa: SIM115 (the FileWrapper closes it)
         except OSError:
             file = None
         if file is None:
