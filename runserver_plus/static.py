@@ -170,6 +170,15 @@ def _if_range_matches(value: str | None, etag: str, mtime: int) -> bool:
     return parse_http_date_safe(value) == mtime
 
 
+def _decoded(raw: str) -> str | None:
+    """The path as text: PATH_INFO's latin-1 read as UTF-8; None if it is not."""
+    try:
+        # The server already percent-decoded the path once; never again.
+        return raw.encode("latin-1").decode("utf-8")
+    except UnicodeError:
+        return None
+
+
 def _find(relative: str) -> str | None:
     safe = safe_relative_path(relative)
     if safe is None:
@@ -237,10 +246,10 @@ class StaticFilesApp:
             )
             return []
         raw = path_info[len(self._prefix) :]
-        try:
-            # The server already percent-decoded the path once; never again.
-            relative = raw.encode("latin-1").decode("utf-8")
-        except UnicodeError:
+        relative = _decoded(raw)
+        # Each 404 is built outside an except block: whatever Django logs
+        # while building it must not chain to our own exception.
+        if relative is None:
             return _not_found(environ, start_response, f"'{raw}' could not be found")
         if not relative or relative.endswith("/"):
             return _not_found(environ, start_response, DIRECTORY_MESSAGE)
@@ -254,9 +263,12 @@ class StaticFilesApp:
         if found is None or not stat.S_ISREG(mode):
             message = DIRECTORY_MESSAGE if stat.S_ISDIR(mode) else missing
             return _not_found(environ, start_response, message)
+        file: IO[bytes] | None
         try:
             file = open(found, "rb")  # noqa: SIM115 (the FileWrapper closes it)
         except OSError:
+            file = None
+        if file is None:
             return _not_found(environ, start_response, missing)
         try:
             name = os.path.basename(relative)

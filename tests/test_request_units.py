@@ -1,8 +1,10 @@
-"""The strict check for requests without a body, against h11 (tier 1).
+"""Reading requests without sockets (tier 1): the strict check, and h11's.
 
 ``parse_simple_head`` spares common requests an h11 connection. It must
 accept only heads h11 accepts, and read them exactly as h11 does; anything
 else it leaves to h11 (None), which parses it or gives the error response.
+Around h11 are the checks where it is lenient: target forms, framing, a
+header line's length and chunk-size lines.
 """
 
 from __future__ import annotations
@@ -13,11 +15,15 @@ import h11
 import pytest
 
 from runserver_plus.server.request import (
+    MAX_FIELD_LINE,
     ProtocolError,
+    RequestBody,
     RequestHead,
+    decode_chunked,
     parse_head,
     parse_simple_head,
 )
+from runserver_plus.server.response import ClientGone
 
 #: Random heads compared with h11 (seeded, so a failure can be replayed).
 RANDOM_HEADS = 3000
@@ -54,8 +60,6 @@ SIMPLE = [
     b"GET / HTTP/1.1\r\nHost: x\n\r\n",  # mixed
     b"DELETE /item/3 HTTP/1.1\r\nHost: x\r\n\r\n",
     b"get / HTTP/1.1\r\nHost: x\r\n\r\n",  # a method is any token
-    b"GET http://example.com/a?b HTTP/1.1\r\nHost: example.com\r\n\r\n",
-    b"GET * HTTP/1.1\r\nHost: x\r\n\r\n",
     b"GET / HTTP/1.1\r\nHost: x\r\nX-Empty:\r\nX-Spaces: \t a  b \t\r\n\r\n",
     b"GET / HTTP/1.1\r\nHOST: x\r\nAccept-Language: fr-CH, fr;q=0.9\r\n\r\n",
     b"GET / HTTP/1.1\r\nHost: x\r\nX-Latin1: caf\xe9\r\n\r\n",  # obs-text
@@ -78,6 +82,10 @@ LEFT_TO_H11 = [
     b"PUT / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n\r\n",
     b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
     b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n",
+    # Targets in another form than origin-form: their method must allow it.
+    b"GET http://example.com/a?b HTTP/1.1\r\nHost: example.com\r\n\r\n",
+    b"OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"GET * HTTP/1.1\r\nHost: x\r\n\r\n",
     # Host rules for HTTP/1.1: h11 words these errors.
     b"GET / HTTP/1.1\r\n\r\n",
     b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
@@ -125,6 +133,189 @@ def test_parse_head_errors_still_come_from_h11() -> None:
         parse_head(b"GET / HTTP/1.1\r\n\r\n")
     assert missing.value.status == 400
     assert "Host" in missing.value.reason
+
+
+def test_transfer_encoding_in_http_1_0_is_400() -> None:
+    # RFC 9112 §6.1: an HTTP/1.0 recipient cannot know the body's framing.
+    with pytest.raises(ProtocolError) as refused:
+        parse_head(b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n")
+    assert refused.value.status == 400
+    assert "HTTP/1.0" in refused.value.reason
+
+
+@pytest.mark.parametrize(
+    ("fields", "status"),
+    [
+        # RFC 9112 §6.3: the length is unknown unless chunked ends the list once.
+        pytest.param(b"Transfer-Encoding: gzip\r\n", 400, id="gzip"),
+        pytest.param(b"Transfer-Encoding: identity\r\n", 400, id="identity"),
+        pytest.param(b"Transfer-Encoding: xchunked\r\n", 400, id="xchunked"),
+        pytest.param(b"Transfer-Encoding: chunked, gzip\r\n", 400, id="chunked-gzip"),
+        pytest.param(
+            b"Transfer-Encoding: chunked\r\nTransfer-Encoding: identity\r\n",
+            400,
+            id="chunked-then-identity",
+        ),
+        pytest.param(
+            b"Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n",
+            400,
+            id="chunked-twice",
+        ),
+        pytest.param(
+            b"Content-Length: 3\r\nTransfer-Encoding: gzip, chunked\r\n",
+            400,
+            id="content-length-and-gzip-chunked",
+        ),
+        # chunked ends the list, after a coding the server does not implement.
+        pytest.param(b"Transfer-Encoding: gzip, chunked\r\n", 501, id="gzip-chunked"),
+        pytest.param(
+            b"Transfer-Encoding: gzip\r\nTransfer-Encoding: Chunked\r\n",
+            501,
+            id="gzip-then-chunked",
+        ),
+    ],
+)
+def test_transfer_encoding_status(fields: bytes, status: int) -> None:
+    with pytest.raises(ProtocolError) as refused:
+        parse_head(b"POST / HTTP/1.1\r\nHost: h\r\n" + fields + b"\r\n")
+    assert refused.value.status == status
+
+
+def test_transfer_encoding_in_http_1_0_is_400_whatever_the_coding() -> None:
+    with pytest.raises(ProtocolError) as refused:
+        parse_head(b"POST / HTTP/1.0\r\nTransfer-Encoding: gzip, chunked\r\n\r\n")
+    assert refused.value.status == 400
+
+
+def test_a_header_line_over_64k_is_431_as_in_djangos_server() -> None:
+    def head(line_length: int) -> bytes:
+        value = b"v" * (line_length - len(b"X-Big: "))
+        return b"POST / HTTP/1.1\r\nHost: h\r\nX-Big: " + value + b"\r\nX: y\r\n\r\n"
+
+    request, _ = parse_head(head(MAX_FIELD_LINE))
+    assert len(request.headers[1][1]) == MAX_FIELD_LINE - len(b"X-Big: ")
+    with pytest.raises(ProtocolError) as refused:
+        parse_head(head(MAX_FIELD_LINE + 1))
+    assert (refused.value.status, refused.value.reason) == (431, "Line too long")
+
+
+# RFC 9112 §3.2: the form of the target goes with the method.
+BAD_TARGETS = [
+    pytest.param(b"PUT s://]ufd/: HTTP/1.1", id="absolute-form-bad-host"),
+    pytest.param(b"GET http:///a HTTP/1.1", id="absolute-form-empty-host"),
+    pytest.param(b"GET 1http://h/ HTTP/1.1", id="absolute-form-bad-scheme"),
+    pytest.param(b"GET http://h:8x/ HTTP/1.1", id="absolute-form-bad-port"),
+    pytest.param(b"GET http://h%zz/ HTTP/1.1", id="absolute-form-bad-escape"),
+    pytest.param(b"GET * HTTP/1.1", id="asterisk-form-with-GET"),
+    pytest.param(b"PUT * HTTP/1.1", id="asterisk-form-with-PUT"),
+    pytest.param(b"GET example.com:443 HTTP/1.1", id="authority-form-with-GET"),
+    pytest.param(b"POST example.com:443 HTTP/1.1", id="authority-form-with-POST"),
+    pytest.param(b"GET foo/bar HTTP/1.1", id="origin-form-without-slash"),
+    pytest.param(b"GET ?a=b HTTP/1.1", id="query-without-path"),
+    pytest.param(b"GET mailto:a@b HTTP/1.1", id="absolute-uri-without-authority"),
+]
+
+
+@pytest.mark.parametrize("request_line", BAD_TARGETS)
+@pytest.mark.parametrize(
+    "fields",
+    [
+        pytest.param(b"", id="no-body"),
+        pytest.param(b"Content-Length: 0\r\n", id="body"),
+    ],
+)
+def test_a_target_in_the_wrong_form_is_400(request_line: bytes, fields: bytes) -> None:
+    with pytest.raises(ProtocolError) as refused:
+        parse_head(request_line + b"\r\nHost: h\r\n" + fields + b"\r\n")
+    assert refused.value.status == 400
+    assert "target" in refused.value.reason
+
+
+GOOD_TARGETS = [
+    pytest.param(b"GET /a?b HTTP/1.1", id="origin-form"),
+    pytest.param(b"GET http://example.com/a?b HTTP/1.1", id="absolute-form"),
+    pytest.param(b"GET http://example.com HTTP/1.1", id="absolute-form-no-path"),
+    pytest.param(b"GET http://example.com?q HTTP/1.1", id="absolute-form-query"),
+    pytest.param(b"GET HTTPS://Example.COM:8443/x HTTP/1.1", id="absolute-form-case"),
+    pytest.param(b"GET http://[::1]:8000/ HTTP/1.1", id="absolute-form-ipv6"),
+    pytest.param(b"GET http://u:p@h.example/ HTTP/1.1", id="absolute-form-userinfo"),
+    pytest.param(b"GET http://caf%C3%A9.example/ HTTP/1.1", id="absolute-form-escape"),
+    pytest.param(b"OPTIONS * HTTP/1.1", id="asterisk-form-with-OPTIONS"),
+    pytest.param(b"CONNECT example.com:443 HTTP/1.1", id="authority-form-CONNECT"),
+]
+
+
+@pytest.mark.parametrize("request_line", GOOD_TARGETS)
+def test_a_target_in_the_right_form_is_read(request_line: bytes) -> None:
+    request, _ = parse_head(request_line + b"\r\nHost: h\r\n\r\n")
+    assert request.target == request_line.split(b" ")[1]
+
+
+# --- chunked bodies: the size lines h11 lets through --------------------------------
+
+CHUNKED_HEAD = b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+
+
+def decoded(pieces: list[bytes]) -> bytes:
+    """The body decoded from ``pieces`` as they would arrive, one per read."""
+    _, conn = parse_head(CHUNKED_HEAD)
+    assert conn is not None
+    reads = iter(pieces)
+
+    def recv() -> bytes:
+        piece = next(reads, None)
+        if piece is None:
+            raise ClientGone("no more pieces")
+        return piece
+
+    spool, length = decode_chunked(RequestBody(recv, conn, chunked=True))
+    with spool:
+        body = spool.read()
+    assert length == len(body)
+    return body
+
+
+def one_byte_at_a_time(data: bytes) -> list[bytes]:
+    return [data[i : i + 1] for i in range(len(data))]
+
+
+SPLITS = [
+    pytest.param(lambda data: [data], id="one-read"),
+    pytest.param(one_byte_at_a_time, id="one-byte-per-read"),
+]
+
+
+VALID_CHUNKED = (
+    b"5\r\nhello\r\nA;name=val\r\n, world!!!\r\n1;x\r\n.\r\n0\r\nT: t\r\n\r\n"
+)
+
+
+@pytest.mark.parametrize("split", SPLITS)
+def test_chunked_body_decodes_however_it_arrives(split) -> None:
+    assert decoded(split(VALID_CHUNKED)) == b"hello, world!!!."
+
+
+def test_chunked_body_decodes_whichever_byte_the_second_read_starts_at() -> None:
+    for cut in range(1, len(VALID_CHUNKED)):
+        pieces = [VALID_CHUNKED[:cut], VALID_CHUNKED[cut:]]
+        assert decoded(pieces) == b"hello, world!!!.", pieces
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"a \r\n0123456789\r\n0\r\n\r\n",
+        b"a\t\r\n0123456789\r\n0\r\n\r\n",
+        b"5\r\nhello\r\n3  \r\nabc\r\n0\r\n\r\n",
+        b"5\r\nhello\r\n0 \r\n\r\n",
+        b"5;a=b\t\r\nhello\r\n0\r\n\r\n",
+    ],
+)
+@pytest.mark.parametrize("split", SPLITS)
+def test_whitespace_at_the_end_of_a_chunk_size_line_is_400(body: bytes, split) -> None:
+    with pytest.raises(ProtocolError) as refused:
+        decoded(split(body))
+    assert refused.value.status == 400
 
 
 def random_head(rng: random.Random) -> bytes:

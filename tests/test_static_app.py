@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import gc
 import io
+import logging
 import os
 import warnings
 from collections.abc import Iterable
@@ -436,6 +437,21 @@ def test_404_with_a_disallowed_host_is_400_not_500(app, static_dir, settings):
     result = call(app, "/static/nope.txt", headers={"Host": "evil.example"})
     assert result.status == "400 Bad Request"
     assert result.header("Content-Length") == str(len(result.body))
+
+
+def test_undecodable_path_leaves_no_exception_behind(app, static_dir, settings, caplog):
+    # The 404 is built outside the handler of the decoding error: an error
+    # logged meanwhile (here Django's DisallowedHost) does not chain to it.
+    settings.DEBUG = True
+    assert_not_found(call(app, "/static/%ff"))
+    with caplog.at_level(logging.ERROR, logger="django.security"):
+        result = call(app, "/static/%ff", headers={"Host": "evil.example"})
+    assert result.status == "400 Bad Request"
+    (record,) = caplog.records
+    console = logging.Formatter().format(record)
+    assert "DisallowedHost" in console
+    assert "During handling of the above exception" not in console
+    assert "UnicodeDecodeError" not in console
 
 
 def test_404_fires_request_started_and_finished(app, static_dir):

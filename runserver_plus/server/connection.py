@@ -274,15 +274,15 @@ class Connection:
         if conn is None:  # no body: what follows the head stays in the buffer
             reader = body = NO_BODY
         else:
+            chunked = any(name == b"transfer-encoding" for name, _ in request.headers)
+            reader = body = RequestBody(self._recv_body, conn, chunked=chunked)
             if self._buffer:
                 # Only when there is something: h11 takes b"" for the client
                 # having closed the connection.
-                conn.receive_data(bytes(self._buffer))
+                reader.receive(bytes(self._buffer))
                 self._buffer.clear()
             if conn.they_are_waiting_for_100_continue:
                 self._sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
-            reader = body = RequestBody(self._recv_body, conn)
-            chunked = any(name == b"transfer-encoding" for name, _ in request.headers)
             try:
                 if chunked:
                     body, length = decode_chunked(reader)
@@ -290,6 +290,9 @@ class Connection:
                 self._send_error(
                     ProtocolError(400, h11_reason(error)), request_line, started
                 )
+                return False
+            except ProtocolError as error:
+                self._send_error(error, request_line, started)
                 return False
         response = Response(
             self,
@@ -343,13 +346,17 @@ class Connection:
     def _send_error(
         self, error: ProtocolError, request_line: str, started: float
     ) -> None:
-        """Answer a request the server rejects itself, then close."""
+        """Answer a request the server rejects itself, then close; without the
+        body when the request line, however malformed, asks for HEAD."""
         output.log_protocol_error(error.status, error.reason, self.sock)
         phrase = http.HTTPStatus(error.status).phrase
         body = f"{error.status} {phrase}\n\n{error.reason}\n".encode()
+        head = request_line.startswith("HEAD ")
         try:
             self._sendall(
-                closing_response(error.status, "text/plain; charset=utf-8", body)
+                closing_response(
+                    error.status, "text/plain; charset=utf-8", body, head=head
+                )
             )
         except ClientGone:
             return
