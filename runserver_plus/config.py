@@ -7,6 +7,9 @@ import dataclasses
 # Ports are 16-bit; Django only finds out at bind() time, with a traceback.
 MAX_PORT = 65535
 
+#: A statement shape run this many times in one request is warned about.
+DEFAULT_SQL_REPEAT_THRESHOLD = 10
+
 #: Addresses that mean "every interface" in Django's addrport forms.
 WILDCARD_ADDRESSES = frozenset({"0", "0.0.0.0", "::"})
 
@@ -60,6 +63,14 @@ class ServerConfig:
     livereload: bool = False
     #: Local directories of the staticfiles finders, watched for live reload.
     static_dirs: tuple[str, ...] = ()
+
+    # --print-sql (worker side).
+    #: Add each request's query count and time to its access line.
+    print_sql: bool = False
+    #: Also print each query after the line (``-v 2``).
+    print_sql_queries: bool = False
+    #: Warn when one statement shape runs this often in a request (0: never).
+    sql_repeat_threshold: int = DEFAULT_SQL_REPEAT_THRESHOLD
 
     @property
     def url(self) -> str:

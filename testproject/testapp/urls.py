@@ -16,4 +16,5 @@ urlpatterns = [
     path("page/", views.page, name="page"),
     path("pid/", views.pid, name="pid"),
     path("upload/", views.upload, name="upload"),
+    path("queries/", views.queries, name="queries"),
 ]

@@ -14,7 +14,7 @@ from django.core.management.commands import runserver as core
 from django.db import connections
 
 from runserver_plus import _compat, output, runner
-from runserver_plus.config import MAX_PORT, ServerConfig
+from runserver_plus.config import DEFAULT_SQL_REPEAT_THRESHOLD, MAX_PORT, ServerConfig
 
 if TYPE_CHECKING:
     from runserver_plus.server.wsgi import WSGIApp
@@ -80,6 +80,13 @@ class RunserverPlusMixin:
             action="store_true",
             help="Poll for changes instead of OS events (network, container mounts).",
         )
+        sql = parser.add_argument_group("runserver_plus SQL")
+        sql.add_argument(
+            "--print-sql",
+            action="store_true",
+            help="Add each request's SQL query count and time to its log line; "
+            "with -v 2, print each query after it.",
+        )
 
     def run(self, **options: Any) -> None:
         command: Any = self
@@ -108,6 +115,10 @@ class RunserverPlusMixin:
             display = "0.0.0.0"
         else:
             display = addr
+        print_sql = bool(
+            options.get("print_sql")
+            or getattr(settings, "RUNSERVER_PLUS_PRINT_SQL", False)
+        )
         return ServerConfig(
             addr=addr,
             port=port,
@@ -137,6 +148,9 @@ class RunserverPlusMixin:
             ),
             livereload=self._livereload(options),
             static_dirs=_static_dirs(),
+            print_sql=print_sql,
+            print_sql_queries=print_sql and int(options.get("verbosity", 1)) >= 2,
+            sql_repeat_threshold=_sql_repeat_threshold(),
         )
 
     def _livereload(self, options: dict[str, Any]) -> bool:
@@ -167,6 +181,7 @@ class RunserverPlusMixin:
 
     def get_handler(self, *args: Any, **options: Any) -> WSGIApp:
         handler: WSGIApp = core.Command.get_handler(self, *args, **options)  # type: ignore[arg-type]
+        handler = self._with_query_log(handler, options)
         if not options.get("use_static_handler", False):
             return handler  # --nostatic, or staticfiles not installed
         if not (settings.DEBUG or options["insecure_serving"]):
@@ -180,6 +195,16 @@ class RunserverPlusMixin:
         from runserver_plus.static import StaticFilesApp  # noqa: PLC0415 - worker only
 
         return StaticFilesApp(handler, static_url.path)
+
+    def _with_query_log(self, handler: WSGIApp, options: dict[str, Any]) -> WSGIApp:
+        """Django's handler behind ``--print-sql``'s layer, when asked for:
+        without it, no execute wrapper is ever installed."""
+        config = self.build_config(options)
+        if not config.print_sql:
+            return handler
+        from runserver_plus.queries import QueryLogApp  # noqa: PLC0415 - worker only
+
+        return QueryLogApp(handler, config)
 
     def announce(self, port: int) -> None:
         command: Any = self
@@ -204,6 +229,21 @@ class RunserverPlusMixin:
 def _setting(name: str) -> tuple[str, ...]:
     """A list setting ``RUNSERVER_PLUS_<name>`` (empty when unset)."""
     return tuple(str(v) for v in getattr(settings, f"RUNSERVER_PLUS_{name}", ()))
+
+
+def _sql_repeat_threshold() -> int:
+    """``RUNSERVER_PLUS_SQL_REPEAT_THRESHOLD``, checked: a bad value is a
+    one-line error, not a traceback in every request."""
+    threshold = getattr(
+        settings, "RUNSERVER_PLUS_SQL_REPEAT_THRESHOLD", DEFAULT_SQL_REPEAT_THRESHOLD
+    )
+    valid = isinstance(threshold, int) and not isinstance(threshold, bool)
+    if not valid or threshold < 0 or threshold == 1:
+        raise CommandError(
+            "RUNSERVER_PLUS_SQL_REPEAT_THRESHOLD must be a whole number of 2 or "
+            f"more, or 0 for no warning; it is {threshold!r}."
+        )
+    return threshold
 
 
 def _project_dir() -> str:
