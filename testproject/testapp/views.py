@@ -68,6 +68,11 @@ def _int_param(request: HttpRequest, name: str, default: int) -> int:
         return default
 
 
+def index(request: HttpRequest) -> HttpResponse:
+    """The front page: every view and a few static files, to try by clicking."""
+    return render(request, "testapp/index.html")
+
+
 def hello(request: HttpRequest) -> HttpResponse:
     return HttpResponse("Hello, world!\n", content_type="text/plain")
 
