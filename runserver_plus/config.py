@@ -58,6 +58,11 @@ class ServerConfig:
     watch_include: tuple[str, ...] = ()
     watch_exclude: tuple[str, ...] = ()
     force_polling: bool = False
+    #: Companion commands (``--run``), each split into its arguments; the
+    #: supervisor starts them once the first worker serves.
+    run_commands: tuple[tuple[str, ...], ...] = ()
+    #: Whether console output is coloured (Django's decision for the command).
+    colour: bool = False
 
     # Live browser reload (worker side).
     livereload: bool = False

@@ -178,7 +178,7 @@ def test_help_hides_what_django_hides_and_lists_our_options():
     assert "--traceback" not in text
     for option in ("--nostatic", "--insecure", "--skip-checks", "--watch-dir",
                    "--watch-include", "--watch-exclude", "--watch-poll",
-                   "--print-sql"):  # fmt: skip
+                   "--print-sql", "--run"):  # fmt: skip
         assert option in text
 
 
@@ -389,3 +389,56 @@ def test_without_print_sql_there_is_no_query_layer(settings):
     assert query_layers(command.get_handler(**command.options)) == []
     command = run("--nostatic")
     assert query_layers(command.get_handler(**command.options)) == []
+
+
+# --- --run -------------------------------------------------------------------------
+
+
+def test_run_commands_are_split_as_a_shell_would_without_one(settings):
+    settings.RUNSERVER_PLUS_RUN = ["npx tailwindcss -i in.css -o 'static/out put.css'"]
+    config = config_for("--run", "esbuild app.js --watch", "--run=echo $HOME")
+    assert config.run_commands == (
+        ("npx", "tailwindcss", "-i", "in.css", "-o", "static/out put.css"),
+        ("esbuild", "app.js", "--watch"),
+        ("echo", "$HOME"),
+    )
+    assert config_for().run_commands == (
+        ("npx", "tailwindcss", "-i", "in.css", "-o", "static/out put.css"),
+    )
+
+
+def test_run_with_noreload_is_a_command_error_that_says_why():
+    with pytest.raises(CommandError) as error:
+        run("--noreload", "--run", "npx tailwindcss --watch")
+    assert str(error.value) == (
+        "--run needs the reloader: its commands are started and stopped by the "
+        "supervisor process, which --noreload leaves out."
+    )
+
+
+def test_the_run_setting_is_left_out_with_noreload(settings):
+    settings.RUNSERVER_PLUS_RUN = ["npx tailwindcss --watch"]
+    assert config_for("--noreload").run_commands == ()
+
+
+@pytest.mark.parametrize(
+    ("command", "message"),
+    [
+        ("npx 'unclosed", '--run "npx \'unclosed": No closing quotation.'),
+        ("", "--run needs a command; it got an empty one."),
+        ("   ", "--run needs a command; it got an empty one."),
+    ],
+)
+def test_a_run_command_that_cannot_be_split_is_a_command_error(command, message):
+    with pytest.raises(CommandError) as error:
+        run("--run", command)
+    assert str(error.value) == message
+
+
+def test_the_colour_decision_is_djangos(monkeypatch):
+    # Django's runserver sets DJANGO_COLORS=nocolor for --no-color, for good.
+    monkeypatch.delenv("DJANGO_COLORS", raising=False)
+    assert config_for("--force-color").colour is True
+    assert config_for("--no-color").colour is False
+    monkeypatch.setenv("DJANGO_COLORS", "nocolor")
+    assert config_for("--force-color").colour is False

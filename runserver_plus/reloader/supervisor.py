@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from django.utils import autoreload
 
 from runserver_plus.config import ServerConfig
+from runserver_plus.reloader.companions import Companions
 from runserver_plus.reloader.control import WORKER_ENV, Channel, Message, worker_marker
 from runserver_plus.reloader.errorpage import ErrorPage
 
@@ -197,6 +198,9 @@ class Supervisor:
         # watchfiles need not delay it.
         self.rules: WatchRules
         self.watcher: Watcher | None = None
+        self.companions = Companions(
+            config.run_commands, config.project_dir, write_err, colour=config.colour
+        )
 
     # --- running --------------------------------------------------------------
 
@@ -230,6 +234,7 @@ class Supervisor:
                     worker.kill()
                     worker.close()
             self.listen.close()
+            self.companions.stop()
 
     def _start_watching(self) -> None:
         from runserver_plus.reloader.watcher import Watcher  # noqa: PLC0415
@@ -338,6 +343,8 @@ class Supervisor:
             if self.pending and not self.stopping:
                 pending, self.pending = self.pending, []
                 self._handle_paths(pending)
+        elif event == "serving" and not self.stopping:
+            self.companions.start()  # once: after the first worker serves
         elif event == "offer_result":
             paths = self.offers.pop(int(message.get("id", 0)), [])
             if paths and not message.get("claimed"):

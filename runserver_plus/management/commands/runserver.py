@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import sys
 from typing import TYPE_CHECKING, Any, TextIO, cast
 from urllib.parse import urlparse
@@ -80,6 +81,16 @@ class RunserverPlusMixin:
             action="store_true",
             help="Poll for changes instead of OS events (network, container mounts).",
         )
+        group.add_argument(
+            "--run",
+            action="append",
+            default=[],
+            dest="run_commands",
+            metavar="CMD",
+            help="Start CMD (split as a shell would, run without one) once the "
+            "server serves, keep it across reloads and stop it with the server; "
+            "its output is prefixed (repeatable).",
+        )
         sql = parser.add_argument_group("runserver_plus SQL")
         sql.add_argument(
             "--print-sql",
@@ -151,6 +162,8 @@ class RunserverPlusMixin:
             print_sql=print_sql,
             print_sql_queries=print_sql and int(options.get("verbosity", 1)) >= 2,
             sql_repeat_threshold=_sql_repeat_threshold(),
+            run_commands=_run_commands(options),
+            colour=command.style.ERROR("x") != "x",
         )
 
     def _livereload(self, options: dict[str, Any]) -> bool:
@@ -229,6 +242,32 @@ class RunserverPlusMixin:
 def _setting(name: str) -> tuple[str, ...]:
     """A list setting ``RUNSERVER_PLUS_<name>`` (empty when unset)."""
     return tuple(str(v) for v in getattr(settings, f"RUNSERVER_PLUS_{name}", ()))
+
+
+def _run_commands(options: dict[str, Any]) -> tuple[tuple[str, ...], ...]:
+    """``--run`` and ``RUNSERVER_PLUS_RUN``, each split as a shell would.
+
+    The supervisor runs them, so ``--run`` with ``--noreload`` is an error;
+    the setting is left out there, as ``testserver`` and CI runs want.
+    """
+    asked = tuple(options.get("run_commands", ()))
+    if asked and not options["use_reloader"]:
+        raise CommandError(
+            "--run needs the reloader: its commands are started and stopped by "
+            "the supervisor process, which --noreload leaves out."
+        )
+    if not options["use_reloader"]:
+        return ()
+    commands = []
+    for text in (*_setting("RUN"), *asked):
+        try:
+            argv = tuple(shlex.split(text))
+        except ValueError as error:
+            raise CommandError(f'--run "{text}": {error}.') from None
+        if not argv:
+            raise CommandError("--run needs a command; it got an empty one.")
+        commands.append(argv)
+    return tuple(commands)
 
 
 def _sql_repeat_threshold() -> int:
