@@ -436,8 +436,9 @@ def test_a_run_command_that_cannot_be_split_is_a_command_error(command, message)
 
 
 def test_the_colour_decision_is_djangos(monkeypatch):
-    # Django's runserver sets DJANGO_COLORS=nocolor for --no-color, for good.
-    monkeypatch.delenv("DJANGO_COLORS", raising=False)
+    # Django's runserver sets DJANGO_COLORS=nocolor for --no-color, for good:
+    # setenv() first, so that teardown puts back what was there before.
+    monkeypatch.setenv("DJANGO_COLORS", "")
     assert config_for("--force-color").colour is True
     assert config_for("--no-color").colour is False
     monkeypatch.setenv("DJANGO_COLORS", "nocolor")
