@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -157,7 +158,7 @@ class Companions:
     def _start_one(
         self, argv: tuple[str, ...], name: str, prefix: str, stdin: int
     ) -> None:
-        command = " ".join(argv)
+        command = shlex.join(argv)
         problem = cannot_start(argv[0], self.cwd)
         if problem is None:
             try:
