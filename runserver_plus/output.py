@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import logging
 import socket
@@ -116,6 +117,26 @@ def _level_for(status: int) -> int:
 ACCESS_FORMAT = '"%s" %s %s %s'
 #: The ``django.server`` format of Django's ``DEFAULT_LOGGING``.
 DJANGO_SERVER_FORMAT = "[{server_time}] {message}"
+#: The environ key under which a layer in front of the application leaves an
+#: ``AccessNote`` for the request's access line.
+ACCESS_NOTE = "runserver_plus.access_note"
+
+
+@dataclasses.dataclass(frozen=True)
+class NoteLine:
+    """One line that follows an access line, at its own level."""
+
+    level: int
+    text: str
+
+
+@dataclasses.dataclass(frozen=True)
+class AccessNote:
+    """What a layer adds to one request's access line: ``suffix`` after the
+    duration, and ``lines`` logged right after it, in the line's colour."""
+
+    suffix: str
+    lines: tuple[NoteLine, ...] = ()
 
 
 def log_request(
@@ -126,12 +147,14 @@ def log_request(
     request: Any = None,
     *,
     now: float | None = None,
+    note: AccessNote | None = None,
 ) -> None:
     """Log one access line: Django's ``"<line>" <status> <size>`` plus the time taken.
 
     ``size`` is the number of body bytes sent, ``None`` for errors the server
     generated itself (Django prints ``-``). ``duration`` is in seconds;
     ``now`` the time shown (``time.time()``, by default the present).
+    ``note`` adds to the line and follows it (see ``AccessNote``).
     """
     level = _level_for(status)
     if not server_logger.isEnabledFor(level):
@@ -142,6 +165,9 @@ def log_request(
         "-" if size is None else str(size),
         format_duration(duration),
     )
+    if note is not None:
+        _log_noted(level, args, note, status=status, request=request, now=now)
+        return
     handler = _default_handler(level)
     if handler is None:  # isEnabledFor() was asked above: straight to handle()
         server_logger.handle(
@@ -166,6 +192,35 @@ def log_request(
         handler.handleError(
             _record(level, ACCESS_FORMAT, args, status=status, request=request, now=now)
         )
+
+
+def _log_noted(
+    level: int,
+    args: tuple[str, ...],
+    note: AccessNote,
+    *,
+    status: int,
+    request: Any,
+    now: float | None,
+) -> None:
+    """The access line with its note, and the note's lines, through logging.
+
+    Never written directly: a note is asked for (``--print-sql``), so the
+    direct write's saving does not matter, and one path is simpler. Each
+    line carries the status, so Django's formatter colours it as the line.
+    """
+    server_logger.handle(
+        _record(
+            level,
+            ACCESS_FORMAT + " %s",
+            (*args, note.suffix),
+            status=status,
+            request=request,
+            now=now,
+        )
+    )
+    for line in note.lines:
+        _log(line.level, "%s", line.text, status=status, request=request, now=now)
 
 
 #: The files that define the methods an access line goes through in logging.

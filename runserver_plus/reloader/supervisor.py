@@ -18,6 +18,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from runserver_plus.config import ServerConfig
+from runserver_plus.reloader.companions import Companions
 from runserver_plus.reloader.control import Message
 from runserver_plus.reloader.errorpage import ErrorPage
 from runserver_plus.reloader.process import (
@@ -94,6 +95,9 @@ class Supervisor:
         self.error_server: Server | None = None
         self.stopping = False
         self.watching = Watching(config)
+        self.companions = Companions(
+            config.run_commands, config.project_dir, write_err, colour=config.colour
+        )
 
     # --- running --------------------------------------------------------------
 
@@ -126,6 +130,7 @@ class Supervisor:
                     worker.kill()
                     worker.close()
             self.listen.close()
+            self.companions.stop()
 
     def _done(self) -> bool:
         return self.stopping and self.worker is None and not self.retired
@@ -246,6 +251,8 @@ class Supervisor:
             if self.pending and not self.stopping:
                 pending, self.pending = self.pending, []
                 self._handle_paths(pending)
+        elif event == "serving" and not self.stopping:
+            self.companions.start()  # once: after the first worker serves
         elif event == "offer_result":
             paths = self.offers.pop(int(message.get("id", 0)), [])
             if paths and not message.get("claimed"):

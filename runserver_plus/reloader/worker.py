@@ -171,6 +171,7 @@ class Worker:
         if self.stop.is_set():
             return
         self.host.announce(self.listen.getsockname()[1])
+        self.channel.send({"event": "serving"})
         reporter = _ModuleReporter(self.reloader, self.stop, self.config)
         threading.Thread(
             target=reporter.run, name="runserver_plus-modules", daemon=True

@@ -314,6 +314,7 @@ class Connection:
                 response.sent,
                 time.perf_counter() - started,
                 self.sock,
+                note=environ.get(output.ACCESS_NOTE),
             )
         self._served += 1
         if not response.keep_alive:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import sys
 from typing import TYPE_CHECKING, Any, TextIO, cast
 from urllib.parse import urlparse
@@ -14,7 +15,7 @@ from django.core.management.commands import runserver as core
 from django.db import connections
 
 from runserver_plus import _compat, output, runner
-from runserver_plus.config import MAX_PORT, ServerConfig
+from runserver_plus.config import DEFAULT_SQL_REPEAT_THRESHOLD, MAX_PORT, ServerConfig
 
 if TYPE_CHECKING:
     from runserver_plus.server.wsgi import WSGIApp
@@ -87,6 +88,23 @@ class RunserverPlusMixin:
             action="store_true",
             help="Poll for changes instead of OS events (network, container mounts).",
         )
+        group.add_argument(
+            "--run",
+            action="append",
+            default=[],
+            dest="run_commands",
+            metavar="CMD",
+            help="Start CMD (split as a shell would, run without one) once the "
+            "server serves, keep it across reloads and stop it with the server; "
+            "its output is prefixed (repeatable).",
+        )
+        sql = parser.add_argument_group("runserver_plus SQL")
+        sql.add_argument(
+            "--print-sql",
+            action="store_true",
+            help="Add each request's SQL query count and time to its log line; "
+            "with -v 2, print each query after it.",
+        )
 
     def run(self, **options: Any) -> None:
         command: Any = self
@@ -115,6 +133,10 @@ class RunserverPlusMixin:
             display = "0.0.0.0"
         else:
             display = addr
+        print_sql = bool(
+            options.get("print_sql")
+            or getattr(settings, "RUNSERVER_PLUS_PRINT_SQL", False)
+        )
         return ServerConfig(
             addr=addr,
             port=port,
@@ -149,6 +171,11 @@ class RunserverPlusMixin:
             verbosity=int(options.get("verbosity", 1)),
             livereload=self._livereload(options),
             static_dirs=_static_dirs(),
+            print_sql=print_sql,
+            print_sql_queries=print_sql and int(options.get("verbosity", 1)) >= 2,
+            sql_repeat_threshold=_sql_repeat_threshold(),
+            run_commands=_run_commands(options),
+            colour=command.style.ERROR("x") != "x",
         )
 
     def _livereload(self, options: dict[str, Any]) -> bool:
@@ -179,6 +206,7 @@ class RunserverPlusMixin:
 
     def get_handler(self, *args: Any, **options: Any) -> WSGIApp:
         handler: WSGIApp = core.Command.get_handler(self, *args, **options)  # type: ignore[arg-type]
+        handler = self._with_query_log(handler, options)
         if not options.get("use_static_handler", False):
             return handler  # --nostatic, or staticfiles not installed
         if not (settings.DEBUG or options["insecure_serving"]):
@@ -192,6 +220,16 @@ class RunserverPlusMixin:
         from runserver_plus.static import StaticFilesApp  # noqa: PLC0415 - worker only
 
         return StaticFilesApp(handler, static_url.path)
+
+    def _with_query_log(self, handler: WSGIApp, options: dict[str, Any]) -> WSGIApp:
+        """Django's handler behind ``--print-sql``'s layer, when asked for:
+        without it, no execute wrapper is ever installed."""
+        config = self.build_config(options)
+        if not config.print_sql:
+            return handler
+        from runserver_plus.queries import QueryLogApp  # noqa: PLC0415 - worker only
+
+        return QueryLogApp(handler, config)
 
     def announce(self, port: int) -> None:
         command: Any = self
@@ -216,6 +254,47 @@ class RunserverPlusMixin:
 def _setting(name: str) -> tuple[str, ...]:
     """A list setting ``RUNSERVER_PLUS_<name>`` (empty when unset)."""
     return tuple(str(v) for v in getattr(settings, f"RUNSERVER_PLUS_{name}", ()))
+
+
+def _run_commands(options: dict[str, Any]) -> tuple[tuple[str, ...], ...]:
+    """``--run`` and ``RUNSERVER_PLUS_RUN``, each split as a shell would.
+
+    The supervisor runs them, so ``--run`` with ``--noreload`` is an error;
+    the setting is left out there, as ``testserver`` and CI runs want.
+    """
+    asked = tuple(options.get("run_commands", ()))
+    if asked and not options["use_reloader"]:
+        raise CommandError(
+            "--run needs the reloader: its commands are started and stopped by "
+            "the supervisor process, which --noreload leaves out."
+        )
+    if not options["use_reloader"]:
+        return ()
+    commands = []
+    for text in (*_setting("RUN"), *asked):
+        try:
+            argv = tuple(shlex.split(text))
+        except ValueError as error:
+            raise CommandError(f'--run "{text}": {error}.') from None
+        if not argv:
+            raise CommandError("--run needs a command; it got an empty one.")
+        commands.append(argv)
+    return tuple(commands)
+
+
+def _sql_repeat_threshold() -> int:
+    """``RUNSERVER_PLUS_SQL_REPEAT_THRESHOLD``, checked: a bad value is a
+    one-line error, not a traceback in every request."""
+    threshold = getattr(
+        settings, "RUNSERVER_PLUS_SQL_REPEAT_THRESHOLD", DEFAULT_SQL_REPEAT_THRESHOLD
+    )
+    valid = isinstance(threshold, int) and not isinstance(threshold, bool)
+    if not valid or threshold < 0 or threshold == 1:
+        raise CommandError(
+            "RUNSERVER_PLUS_SQL_REPEAT_THRESHOLD must be a whole number of 2 or "
+            f"more, or 0 for no warning; it is {threshold!r}."
+        )
+    return threshold
 
 
 def _project_dir() -> str:
