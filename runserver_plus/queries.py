@@ -13,8 +13,8 @@ from typing import Any
 
 from django.db import connections
 
-from runserver_plus import output
 from runserver_plus.config import ServerConfig
+from runserver_plus.server import log
 from runserver_plus.server.wsgi import FileWrapper, StartResponse, WSGIApp, WSGIEnviron
 
 #: How much of a statement a query line shows.
@@ -82,15 +82,15 @@ class RequestQueries:
                 alias = str(getattr(context.get("connection"), "alias", ""))
                 self.queries.append(Query(alias, sql, params, many, duration))
 
-    def note(self, *, repeat_threshold: int, show_alias: bool) -> output.AccessNote:
+    def note(self, *, repeat_threshold: int, show_alias: bool) -> log.AccessNote:
         """The access line's ``<n>q <time>``; with ``keep``, a line per query;
         a warning per statement shape run ``repeat_threshold`` times or more."""
-        lines: list[output.NoteLine] = []
+        lines: list[log.NoteLine] = []
         for query in self.queries[:MAX_QUERY_LINES]:
-            lines.append(output.NoteLine(logging.INFO, query_line(query, show_alias)))
+            lines.append(log.NoteLine(logging.INFO, query_line(query, show_alias)))
         if len(self.queries) > MAX_QUERY_LINES:
             more = len(self.queries) - MAX_QUERY_LINES
-            lines.append(output.NoteLine(logging.INFO, f"  … and {more} more"))
+            lines.append(log.NoteLine(logging.INFO, f"  … and {more} more"))
         if repeat_threshold:
             for shape, count in self.shapes.most_common():
                 if count < repeat_threshold:
@@ -98,13 +98,13 @@ class RequestQueries:
                 example = self.examples[shape]
                 named = shorten(example) if self.keep else describe(example)
                 lines.append(
-                    output.NoteLine(
+                    log.NoteLine(
                         logging.WARNING,
                         f"  N+1? One statement ran {count} times: {named}",
                     )
                 )
-        return output.AccessNote(
-            f"{self.count}q {output.format_duration(self.total)}", tuple(lines)
+        return log.AccessNote(
+            f"{self.count}q {log.format_duration(self.total)}", tuple(lines)
         )
 
 
@@ -134,7 +134,7 @@ def query_line(query: Query, show_alias: bool) -> str:
     """``  [0.4ms] SELECT … WHERE "id" = %s  params: (3,)``, with the alias
     after the time when there is more than one database."""
     where = f" {query.alias}" if show_alias else ""
-    duration = output.format_duration(query.duration)
+    duration = log.format_duration(query.duration)
     return f"  [{duration}{where}] {shorten(query.sql)}  {_params(query)}"
 
 
@@ -176,7 +176,7 @@ class QueryLogApp:
 
         def finish() -> None:
             wrappers.close()
-            environ[output.ACCESS_NOTE] = recorder.note(
+            environ[log.ACCESS_NOTE] = recorder.note(
                 repeat_threshold=self.repeat_threshold, show_alias=len(aliases) > 1
             )
 

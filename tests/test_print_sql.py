@@ -14,9 +14,8 @@ from django.core.management.color import color_style
 from django.db import connection, connections
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.urls import path
-from django.utils.log import ServerFormatter
+from django.utils.log import DEFAULT_LOGGING, ServerFormatter
 
-from runserver_plus import output
 from runserver_plus.config import ServerConfig
 from runserver_plus.queries import (
     MAX_QUERY_LINES,
@@ -27,6 +26,7 @@ from runserver_plus.queries import (
     shorten,
     statement_shape,
 )
+from runserver_plus.server import log as server_log
 from tests.live import LiveServer, LogRecorder, serve_app
 
 DURATION = r"\d+(?:\.\d)?(?:ms|s)"
@@ -96,14 +96,14 @@ def test_query_line_shows_time_sql_and_parameters() -> None:
 def test_a_note_follows_the_duration_and_its_lines_follow_the_access_line(
     log: LogRecorder,
 ) -> None:
-    note = output.AccessNote(
+    note = server_log.AccessNote(
         "2q 1.5ms",
         (
-            output.NoteLine(logging.INFO, "  [1.0ms] SELECT 1  params: none"),
-            output.NoteLine(logging.WARNING, "  N+1? 100% of it"),
+            server_log.NoteLine(logging.INFO, "  [1.0ms] SELECT 1  params: none"),
+            server_log.NoteLine(logging.WARNING, "  N+1? 100% of it"),
         ),
     )
-    output.log_request("GET /x HTTP/1.1", 404, 5, 0.012, note=note)
+    server_log.log_request("GET /x HTTP/1.1", 404, 5, 0.012, note=note)
     messages = log.messages()
     assert messages == [
         '"GET /x HTTP/1.1" 404 5 12ms 2q 1.5ms',
@@ -116,7 +116,9 @@ def test_a_note_follows_the_duration_and_its_lines_follow_the_access_line(
         logging.WARNING,
     ]
     # Django's formatter colours each line by its status, as the access line.
-    formatter = ServerFormatter(fmt=output.DJANGO_SERVER_FORMAT, style="{")
+    formatter = ServerFormatter(
+        fmt=DEFAULT_LOGGING["formatters"]["django.server"]["format"], style="{"
+    )
     formatter.style = color_style(force_color=True)
     for record, message in zip(log.records, messages, strict=True):
         assert record.status_code == 404  # type: ignore[attr-defined]

@@ -15,7 +15,7 @@ from typing import IO, Any
 
 import h11
 
-from runserver_plus import output
+from runserver_plus.server import log
 from runserver_plus.server.request import (
     HEAD_END,
     MAX_HEAD,
@@ -207,8 +207,8 @@ class Connection:
     def _received(self, data: bytes) -> bool:
         if not data:
             return False
-        if not self._buffer and data.startswith(output.TLS_HANDSHAKE_PREFIX):
-            output.log_tls_attempt(self.sock)
+        if not self._buffer and data.startswith(log.TLS_HANDSHAKE_PREFIX):
+            log.log_tls_attempt(self.sock)
             return False
         self._buffer += data
         self._idle = False
@@ -308,13 +308,13 @@ class Connection:
         if not response.completed:
             return False  # the response could not be finished: close to show it
         if not environ.get("runserver_plus.quiet"):
-            output.log_request(
+            log.log_request(
                 request_line,
                 response.status,
                 response.sent,
                 time.perf_counter() - started,
                 self.sock,
-                note=environ.get(output.ACCESS_NOTE),
+                note=environ.get(log.ACCESS_NOTE),
             )
         self._served += 1
         if not response.keep_alive:
@@ -349,7 +349,7 @@ class Connection:
     ) -> None:
         """Answer a request the server rejects itself, then close; without the
         body when the request line, however malformed, asks for HEAD."""
-        output.log_protocol_error(error.status, error.reason, self.sock)
+        log.log_protocol_error(error.status, error.reason, self.sock)
         phrase = http.HTTPStatus(error.status).phrase
         body = f"{error.status} {phrase}\n\n{error.reason}\n".encode()
         head = request_line.startswith("HEAD ")
@@ -362,7 +362,7 @@ class Connection:
         except ClientGone:
             return
         duration = time.perf_counter() - started if started else 0.0
-        output.log_request(request_line, error.status, None, duration, self.sock)
+        log.log_request(request_line, error.status, None, duration, self.sock)
 
     # --- writing --------------------------------------------------------------
 
@@ -423,7 +423,7 @@ def _client_failed(error: OSError | ClientGone, peer: Any) -> None:
     """One quiet line when the client broke the connection off; nothing for a
     timeout or a socket the server shut down itself."""
     if isinstance(error, _BROKEN_OFF):
-        output.log_broken_pipe(peer)
+        log.log_broken_pipe(peer)
 
 
 def _shutdown(sock: socket.socket) -> None:

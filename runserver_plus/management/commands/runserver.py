@@ -14,7 +14,7 @@ from django.core.management.base import CommandError, CommandParser, OutputWrapp
 from django.core.management.commands import runserver as core
 from django.db import connections
 
-from runserver_plus import _compat, output, runner
+from runserver_plus import _compat, banner, runner
 from runserver_plus.config import DEFAULT_SQL_REPEAT_THRESHOLD, MAX_PORT, ServerConfig
 
 if TYPE_CHECKING:
@@ -236,8 +236,8 @@ class RunserverPlusMixin:
         command.on_bind(port)
         config: ServerConfig = self.build_config(self.options)
         if config.is_wildcard:
-            command.stdout.write(output.wildcard_banner(config.use_ipv6, port))
-            command.stdout.write(command.style.WARNING(output.WILDCARD_WARNING))
+            command.stdout.write(banner.wildcard_banner(config.use_ipv6, port))
+            command.stdout.write(command.style.WARNING(banner.WILDCARD_WARNING))
 
     def write_out(self, text: str) -> None:
         command: Any = self
