@@ -171,7 +171,9 @@ def test_a_template_save_is_offered_and_a_claim_means_no_restart(
 
     [offer] = worker.commands("offer")
     assert offer["paths"] == [str(driven.project / "templates" / "page.html")]
-    driven.message(worker, event="offer_result", id=offer["id"], claimed=True)
+    driven.message(
+        worker, event="offer_result", id=offer["id"], claimed=True, unclaimed=[]
+    )
     assert driven.workers == [worker]
     assert worker.state == "ready"
 

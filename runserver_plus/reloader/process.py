@@ -13,7 +13,13 @@ from collections.abc import Callable, Sequence
 
 from django.utils import autoreload
 
-from runserver_plus.reloader.control import WORKER_ENV, Channel, Message, worker_marker
+from runserver_plus.reloader.control import (
+    WORKER_ENV,
+    Channel,
+    Command,
+    Received,
+    worker_marker,
+)
 
 #: Time a stopped worker gets beyond the drain bound before it is killed.
 KILL_GRACE = 1.0  # s
@@ -31,7 +37,7 @@ class WorkerMessage:
     """A message a worker sent on its control channel."""
 
     worker: WorkerProcess
-    message: Message
+    message: Received
 
 
 @dataclasses.dataclass(frozen=True)
@@ -157,7 +163,7 @@ class WorkerProcess:
         self._reader.join(READER_DRAIN)
         self._post(WorkerExited(self, code))
 
-    def send(self, message: Message) -> None:
+    def send(self, message: Command) -> None:
         self.channel.send(message)
 
     def go(self, generation: int) -> bool:

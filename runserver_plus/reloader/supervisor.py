@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from runserver_plus.config import ServerConfig
 from runserver_plus.reloader.companions import Companions
-from runserver_plus.reloader.control import Message
+from runserver_plus.reloader.control import Received
 from runserver_plus.reloader.errorpage import ErrorPage
 from runserver_plus.reloader.process import (
     FallbackFailed,
@@ -229,65 +229,67 @@ class Supervisor:
             self.worker = None
         self._spawn()
 
-    def _message(self, worker: WorkerProcess, message: Message) -> None:
-        event = message.get("event")
+    def _message(self, worker: WorkerProcess, message: Received) -> None:
         if worker is self.warm.process or (worker.warm and not worker.went):
             self._warm_message(worker, message)
-        elif event == "watch_dir":
-            self.watching.offer_dir(Path(message["path"]), str(message["glob"]))
-        elif event == "modules":
-            self.watching.add_module_roots(message.get("files", []))
-        elif event == "preloadable":
-            serving = worker is self.worker and worker.state == "ready"
-            modules = [str(m) for m in message.get("modules", [])]
-            self.warm.learn(modules, serving=serving and not self.stopping)
-        elif worker is not self.worker:
             return
-        elif event == "ready" and worker.state == "starting":
-            worker.state = "ready"
-            # Every watch_dir() of this worker came before "ready" and is
-            # watched now: let it serve.
-            worker.send({"command": "watching"})
-            if self.pending and not self.stopping:
-                pending, self.pending = self.pending, []
-                self._handle_paths(pending)
-        elif event == "serving" and not self.stopping:
-            self.companions.start()  # once: after the first worker serves
-        elif event == "offer_result":
-            paths = self.offers.pop(int(message.get("id", 0)), [])
-            if paths and not message.get("claimed"):
-                # Named by a file nobody claimed, as Django names it.
-                unclaimed = [p for p in message.get("unclaimed", []) if p in paths]
-                self._restart((unclaimed or paths)[0])
+        current = worker is self.worker
+        match message:
+            case {"event": "watch_dir", "path": str(path), "glob": str(glob)}:
+                self.watching.offer_dir(Path(path), glob)
+            case {"event": "modules", "files": [*files]}:
+                self.watching.add_module_roots(str(f) for f in files)
+            case {"event": "preloadable", "modules": [*modules]}:
+                serving = current and worker.state == "ready" and not self.stopping
+                self.warm.learn([str(m) for m in modules], serving=serving)
+            case {"event": "ready"} if current and worker.state == "starting":
+                worker.state = "ready"
+                # Every watch_dir() of this worker came before "ready" and is
+                # watched now: let it serve.
+                worker.send({"command": "watching"})
+                if self.pending and not self.stopping:
+                    pending, self.pending = self.pending, []
+                    self._handle_paths(pending)
+            case {"event": "serving"} if current and not self.stopping:
+                self.companions.start()  # once: after the first worker serves
+            case {
+                "event": "offer_result",
+                "id": int(offer_id),
+                "claimed": bool(claimed),
+                "unclaimed": [*unclaimed],
+            } if current:
+                paths = self.offers.pop(offer_id, [])
+                if paths and not claimed:
+                    # Named by a file nobody claimed, as Django names it.
+                    named = [p for p in unclaimed if p in paths]
+                    self._restart((named or paths)[0])
 
-    def _warm_message(self, worker: WorkerProcess, message: Message) -> None:
+    def _warm_message(self, worker: WorkerProcess, message: Received) -> None:
         """What a warm process says before it becomes the worker."""
-        event = message.get("event")
-        if event == "unsafe":
-            modules = [str(m) for m in message.get("modules", [])]
-            if self.warm.found_unsafe(worker, modules, str(message.get("why"))):
-                self.retired.add(worker)  # it exits by itself
-        elif event == "stale" and worker is self.worker:
-            # Something it imported changed: this change starts cold, and
-            # the next warm process imports the new code.
-            self.worker = None
-            self.retired.add(worker)
-            stale = message.get("path")
-            self.warm.went_cold(f"the warm process was stale ({stale} changed)")
-            self._start_cold()
-        elif event == "preloaded" and not worker.preloaded:
-            worker.preloaded = int(message.get("preloaded", 0))
-            self._say(
-                f"A warm process (pid {worker.pid}) is ready: "
-                f"{message.get('preloaded', 0)} modules preloaded.",
-                verbosity=3,
-            )
-        elif event == "went" and worker is self.worker:
-            worker.went = True
-            self._say(
-                f"Started the worker warm: {message.get('preloaded', 0)} modules "
-                "were preloaded."
-            )
+        match message:
+            case {"event": "unsafe", "modules": [*modules], "why": str(why)}:
+                names = [str(m) for m in modules]
+                if self.warm.found_unsafe(worker, names, why):
+                    self.retired.add(worker)  # it exits by itself
+            case {"event": "stale", "path": str(path)} if worker is self.worker:
+                # Something it imported changed: this change starts cold, and
+                # the next warm process imports the new code.
+                self.worker = None
+                self.retired.add(worker)
+                self.warm.went_cold(f"the warm process was stale ({path} changed)")
+                self._start_cold()
+            case {"event": "preloaded", "preloaded": int(count)} if (
+                not worker.preloaded
+            ):
+                worker.preloaded = count
+                self._say(
+                    f"A warm process (pid {worker.pid}) is ready: "
+                    f"{count} modules preloaded.",
+                    verbosity=3,
+                )
+            case {"event": "went", "preloaded": int(count)} if worker is self.worker:
+                worker.went = True
+                self._say(f"Started the worker warm: {count} modules were preloaded.")
 
     def _exited(self, worker: WorkerProcess, code: int) -> None:
         worker.close()

@@ -82,16 +82,22 @@ def main() -> None:
         target=preloader.run, name="runserver_plus-preload", daemon=True
     )
     thread.start()
-    go: control.Message | None = None
+    go = False
     for message in channel:
-        if message.get("command") == "preload":
-            preloader.add(message)
-        elif message.get("command") == "go":
-            go = message
-            break
+        match message:
+            case {
+                "command": "preload",
+                "modules": [*modules],
+                "roots": [*roots],
+                "lock_dirs": [*lock_dirs],
+            }:
+                preloader.add(modules, roots, lock_dirs)
+            case {"command": "go"}:
+                go = True
+                break
     preloader.stop()
     thread.join()
-    if go is None:
+    if not go:
         os._exit(0)  # the supervisor is gone: nothing to become
     stale = changed_since(preloader.imported_files(), started)
     if stale is not None:
@@ -121,10 +127,13 @@ class Preloader:
         self.lock_dirs: tuple[str, ...] = ()
         self.system = system_prefixes()
 
-    def add(self, message: control.Message) -> None:
-        self.roots = tuple(os.path.join(r, "") for r in message.get("roots", ()))
-        self.lock_dirs = tuple(message.get("lock_dirs", ()))
-        self.pending.put(list(message.get("modules", ())))
+    def add(
+        self, modules: Sequence[str], roots: Sequence[str], lock_dirs: Sequence[str]
+    ) -> None:
+        """Import ``modules``, judging by ``roots`` what is the project's."""
+        self.roots = tuple(os.path.join(str(r), "") for r in roots)
+        self.lock_dirs = tuple(str(d) for d in lock_dirs)
+        self.pending.put([str(m) for m in modules])
 
     def stop(self) -> None:
         self.stopping.set()
