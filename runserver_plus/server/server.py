@@ -18,6 +18,7 @@ from runserver_plus.server.connection import Connection, ConnectionSettings
 from runserver_plus.server.loop import AcceptGate, EventLoop
 from runserver_plus.server.sockets import bound_port
 from runserver_plus.server.wsgi import WSGIApp, base_environ
+from runserver_plus.shutdown import StopRequested
 
 
 def server_name(addr: str) -> str:
@@ -86,6 +87,45 @@ class Server:
         for connection in late:
             connection.abort()
         return not late
+
+    def run(
+        self, stop: threading.Event, drain_timeout: Callable[[], float] | None = None
+    ) -> None:
+        """Serve until ``stop`` is set or a stop signal arrives (see
+        ``shutdown.stop_signals``), then drain and return.
+
+        ``drain_timeout`` chooses the drain bound when the stop comes (default:
+        the config's).
+        """
+
+        def accept_loop() -> None:
+            try:
+                self.serve_forever()
+            finally:
+                stop.set()
+
+        thread = threading.Thread(
+            target=accept_loop, name="runserver_plus-accept", daemon=True
+        )
+        thread.start()
+        try:
+            stop.wait()
+        except StopRequested:
+            stop.set()
+        timeout = drain_timeout() if drain_timeout else self.config.drain_timeout
+        self.shutdown()
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                thread.join(max(0.0, deadline - time.monotonic()))
+                self.drain(max(0.0, deadline - time.monotonic()))
+                return
+            except StopRequested:
+                # A stop signal that arrives when we are already stopping (a
+                # worker told by its supervisor first, then reached by the
+                # terminal's Ctrl-C): keep draining. A second one raises
+                # KeyboardInterrupt and cuts the drain short.
+                continue
 
     # --- the loop -------------------------------------------------------------
 
