@@ -153,7 +153,7 @@ def serve(
         except StopRequested:
             stop.set()
         timeout = drain_timeout() if drain_timeout else config.drain_timeout
-        server.shutdown()
+        server.shutdown(timeout)
         deadline = time.monotonic() + timeout
         while True:
             try:
