@@ -57,15 +57,34 @@ class Lingerer:
             sock.close()
             return
         with self._lock:
-            self._incoming.append((sock, time.monotonic() + self._timeout))
             if self._running:
+                self._incoming.append((sock, time.monotonic() + self._timeout))
                 self._wake()
                 return
+            opened: list[socket.socket | selectors.BaseSelector] = []
+            try:
+                wake_r, wake_w = socket.socketpair()
+                opened += [wake_r, wake_w]
+                selector = selectors.DefaultSelector()
+                opened.append(selector)
+                wake_r.setblocking(False)
+                selector.register(wake_r, selectors.EVENT_READ)
+                threading.Thread(
+                    target=self._run,
+                    args=(selector, wake_r),
+                    name="runserver_plus-linger",
+                    daemon=True,
+                ).start()
+            except (OSError, RuntimeError):
+                # Out of file descriptors or threads: close now. The client
+                # may get an RST; the server must not fail.
+                for resource in opened:
+                    resource.close()
+                sock.close()
+                return
+            self._incoming.append((sock, time.monotonic() + self._timeout))
+            self._wake_w = wake_w
             self._running = True
-            wake_r, self._wake_w = socket.socketpair()
-        threading.Thread(
-            target=self._run, args=(wake_r,), name="runserver_plus-linger", daemon=True
-        ).start()
 
     def finish(self, timeout: float) -> bool:
         """Wait up to ``timeout`` for the lingering closes, then cut the rest
@@ -98,10 +117,7 @@ class Lingerer:
             with contextlib.suppress(OSError):  # full: it will wake anyway
                 self._wake_w.send(b"x")
 
-    def _run(self, wake_r: socket.socket) -> None:
-        selector = selectors.DefaultSelector()
-        wake_r.setblocking(False)
-        selector.register(wake_r, selectors.EVENT_READ)
+    def _run(self, selector: selectors.BaseSelector, wake_r: socket.socket) -> None:
         waiting: dict[socket.socket, float] = {}
         try:
             while True:
