@@ -55,6 +55,8 @@ WARM_UP = 2.0  # s
 RELOAD_DEADLINE = 15.0  # s, from a save to the new code answering
 MAX_POLLS = 2000  # per save
 JOIN_TIMEOUT = 30.0  # s, for a client thread after its stop time
+#: How long a replaced worker may take to exit before the last RSS reading.
+SETTLE_TIMEOUT = 10.0  # s
 RSS_GROWTH_TARGET = 0.10  # at most 10% more RSS at the end than at the start
 #: Save to new response, median, against the baseline's: "no worse", with
 #: room for a shared machine's noise.
@@ -126,6 +128,11 @@ def soak(
         stuck = sum(client.is_alive() for client in clients)
         for client in clients:
             client.halt.set()
+        # A worker still draining would count twice: wait (bounded) for the
+        # server's steady pair of processes.
+        deadline = time.monotonic() + SETTLE_TIMEOUT
+        while len(group_pids(server.pgid)) > 2 and time.monotonic() < deadline:
+            pause.wait(0.1)  # polling /proc, bounded by SETTLE_TIMEOUT
         rss_end = rss_bytes(server.pgid)
         server.check_alive()
         restarts = server.log_text().count(" changed, reloading.")
