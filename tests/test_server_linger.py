@@ -133,16 +133,27 @@ def hello_app(environ: WSGIEnviron, start_response) -> Iterable[bytes]:
 JUNK = b"x" * (512 * 1024)
 
 
+BAD_HEADER = b"POST / HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n"
+HUGE_HEAD = b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"v" * 300_000 + b"\r\n\r\n"
+
+
 @pytest.mark.parametrize("threading", [True, False], ids=["threads", "nothreading"])
-def test_an_error_response_with_unread_input_ends_with_a_fin(threading: bool) -> None:
+@pytest.mark.parametrize(
+    ("request_head", "status"),
+    [(BAD_HEADER, 400), (HUGE_HEAD, 431)],
+    ids=["400", "431"],
+)
+def test_an_error_response_with_unread_input_ends_with_a_fin(
+    threading: bool, request_head: bytes, status: int
+) -> None:
     with serve_app(hello_app, use_threading=threading) as live, live.connect() as c:
-        # A 400 while the rest of the upload is still arriving: the server
+        # An error while the rest of the upload is still arriving: the server
         # must read it away, not reset the connection under it.
-        c.send(b"POST / HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n" + JUNK)
+        c.send(request_head + JUNK)
 
         response = c.read_response()
 
-        assert response.status == 400
+        assert response.status == status
         assert response.header("Connection") == "close"
         assert how_it_ends(c.sock) == "FIN"
 
