@@ -82,7 +82,7 @@ class Server:
 
     def shutdown(self, drain_timeout: float | None = None) -> None:
         """Stop accepting; open connections get ``drain_timeout`` (default: the
-        config's) to end. Safe to call from another thread."""
+        config's) to end. Safe to call from a signal handler or another thread."""
         self._stop.stop(
             self.config.drain_timeout if drain_timeout is None else drain_timeout
         )
