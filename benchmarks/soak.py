@@ -50,8 +50,10 @@ STATIC_FILES = (
     "css/site.css",
     "js/app.js",
 )
-#: Load before the first RSS reading: imports and caches settle.
-WARM_UP = 2.0  # s
+#: The first RSS reading is taken this long before the first edit: the first
+#: worker has served the whole mix by then (its lazy imports and caches are
+#: in), so that what follows measures growth across restarts.
+RSS_BEFORE_EDIT = 0.5  # s
 RELOAD_DEADLINE = 15.0  # s, from a save to the new code answering
 MAX_POLLS = 2000  # per save
 JOIN_TIMEOUT = 30.0  # s, for a client thread after its stop time
@@ -112,8 +114,9 @@ def soak(
         for client in clients:
             client.start()
         pause = threading.Event()
-        pause.wait(WARM_UP)  # pacing of the run, not synchronisation
-        rss_start = rss_bytes(server.pgid)
+        first_edit = started + min(args.edit_every, args.seconds)
+        pause.wait(max(0.0, first_edit - RSS_BEFORE_EDIT - time.monotonic()))
+        rss_start = rss_bytes(server.pgid)  # (the waits pace the run)
         edits = []
         for number in range(1, args.seconds // args.edit_every + 1):
             edit_at = started + number * args.edit_every
@@ -135,7 +138,11 @@ def soak(
             pause.wait(0.1)  # polling /proc, bounded by SETTLE_TIMEOUT
         rss_end = rss_bytes(server.pgid)
         server.check_alive()
-        restarts = server.log_text().count(" changed, reloading.")
+        reloads = [
+            line
+            for line in server.log_text().splitlines()
+            if line.endswith(" changed, reloading.")
+        ]
     finally:
         exit_code = server.stop()
     tally = Tally()
@@ -150,7 +157,8 @@ def soak(
         "closed_while_idle": tally.closed_idle,
         "clients_stuck": stuck,
         "edits": len(edits),
-        "restarts_seen": restarts,
+        "restarts_seen": len(reloads),
+        "reload_lines": reloads,
         "save_to_new_response_s": [e["seconds"] for e in edits],
         "probe_failures": [e["probe_failures"] for e in edits],
         "rss_start": rss_start,
@@ -206,9 +214,9 @@ def judge(
             growth < RSS_GROWTH_TARGET,
         ),
         (
-            f"every edit served ({ours['edits']} edits, {ours['restarts_seen']} "
-            "restarts seen)",
-            ours["restarts_seen"] == ours["edits"] > 0,
+            f"every edit restarted the worker ({ours['edits']} edits, "
+            f"{ours['restarts_seen']} restarts seen)",
+            ours["restarts_seen"] >= ours["edits"] > 0,
         ),
         ("no client stuck", ours["clients_stuck"] == 0),
     ]
