@@ -87,7 +87,7 @@ def edit(server: ReloadingServer, project: Path, label: str) -> dict[str, Any]:
     result = poll(
         server.port,
         "/bench-version/",
-        lambda probe: probe.ok and probe.body.split()[0].decode() == label,
+        lambda probe: probe.ok and probe.body.split()[:1] == [label.encode()],
         max_seconds=RELOAD_DEADLINE,
         max_polls=MAX_POLLS,
     )
