@@ -7,7 +7,6 @@ import dataclasses
 import http
 import socket
 import sys
-import threading
 import time
 import traceback
 from collections.abc import Iterable
@@ -16,6 +15,7 @@ from typing import IO, Any
 import h11
 
 from runserver_plus.server import log
+from runserver_plus.server.linger import Lingerer
 from runserver_plus.server.request import (
     HEAD_END,
     MAX_HEAD,
@@ -44,9 +44,6 @@ MAX_DRAIN = 1024 * 1024  # bytes
 #: Largest piece handed to one sendall(), so a send timeout measures progress.
 MAX_SEND = 1024 * 1024  # bytes
 RECV_SIZE = 65536  # bytes
-#: How long a connection accepted just before a stop may take to send its
-#: first request: the client did nothing wrong, so it still gets an answer.
-FRESH_GRACE = 0.5  # s
 #: Longest request line shown in the log (a 414 can be 64 KiB long).
 LOGGED_LINE = 1000  # characters
 #: recv() flag for a read that must not wait (the event loop's); 0 where the
@@ -54,14 +51,41 @@ LOGGED_LINE = 1000  # characters
 _DONT_WAIT = getattr(socket, "MSG_DONTWAIT", 0)
 
 
+class StopClock:
+    """When the server stopped, shared by its connections: from then on each
+    response closes its connection, and a connection waits for its next
+    request only until the drain's deadline.
+
+    Read without a lock: one attribute, set once per stop.
+    """
+
+    def __init__(self) -> None:
+        #: ``time.monotonic()`` when the drain ends; None while serving.
+        self.deadline: float | None = None
+
+    def stop(self, timeout: float) -> None:
+        """The server stops: its connections have ``timeout`` seconds left.
+        A second stop keeps the first deadline if it is sooner."""
+        deadline = time.monotonic() + timeout
+        if self.deadline is None or deadline < self.deadline:
+            self.deadline = deadline
+
+    @property
+    def stopping(self) -> bool:
+        return self.deadline is not None
+
+
 @dataclasses.dataclass(frozen=True)
 class ConnectionSettings:
-    """What a connection needs from the server: limits and environ constants."""
+    """What a connection needs from the server: limits, environ constants,
+    and the server's stop clock and lingering closer."""
 
     base_environ: WSGIEnviron
     idle_timeout: float  # s, between requests on a kept-alive connection
     read_timeout: float  # s, per read while a request is arriving or sent
     keep_alive: bool  # False with --nothreading: one request per connection
+    stop: StopClock = dataclasses.field(default_factory=StopClock)
+    lingerer: Lingerer = dataclasses.field(default_factory=Lingerer)
 
 
 class Connection:
@@ -79,10 +103,7 @@ class Connection:
         self.app = app
         self.settings = settings
         self._buffer = bytearray()
-        self._lock = threading.Lock()
-        self._idle = True
-        self._closing = False
-        self._served = 0  # requests answered so far
+        self._aborted = False
         #: The receive timeout in force. The send timeout never changes: it
         #: is set once, as each change costs system calls.
         self._timeout: float | None = None
@@ -90,29 +111,13 @@ class Connection:
 
     # --- life cycle, seen from the server ---------------------------------
 
-    def close_if_idle(self) -> None:
-        """Ask the connection to stop; wake it at once if it waits between
-        requests. One that has not sent its first request yet gets a moment."""
-        with self._lock:
-            self._closing = True
-            if not self._idle:
-                return
-            if self._served:
-                _shutdown(self.sock)
-                return
-        timer = threading.Timer(FRESH_GRACE, self._shutdown_if_idle)
-        timer.daemon = True
-        timer.start()
-
-    def _shutdown_if_idle(self) -> None:
-        with self._lock:
-            if self._idle:
-                _shutdown(self.sock)
-
     def abort(self) -> None:
-        """Break off whatever the connection is doing (the drain bound is over)."""
-        with self._lock:
-            self._closing = True
+        """Break off whatever the connection is doing (the drain bound is over).
+
+        The only time another thread touches the socket: a connection that
+        waits for its next request ends by itself at the drain's deadline.
+        """
+        self._aborted = True
         _shutdown(self.sock)
 
     def serve(self) -> None:
@@ -123,13 +128,11 @@ class Connection:
         except (OSError, ClientGone) as error:
             _client_failed(error, self.peer)
         finally:
-            self.sock.close()
+            self.close()
 
-    def leave_loop(self) -> None:
-        """Mark the connection as waiting for its next request: it leaves the
-        event loop for a thread of its own, which the drain may find idle."""
-        with self._lock:
-            self._idle = not self._buffer
+    def close(self) -> None:
+        """Close gracefully (see ``Lingerer``); the connection is done with."""
+        self.settings.lingerer.close(self.sock)
 
     def _next_head(self) -> bytes | None:
         try:
@@ -178,24 +181,15 @@ class Connection:
         return None
 
     @property
-    def served(self) -> int:
-        """How many requests the connection has answered."""
-        return self._served
-
-    @property
     def has_partial_request(self) -> bool:
         """Whether bytes of a request that has not arrived whole are buffered."""
         return bool(self._buffer)
 
-    def receive_ready(self, *, wait: bool = True) -> bool:
+    def receive_ready(self) -> bool:
         """Take what the client sent; False when it closed, reset or spoke TLS.
 
         For a socket the event loop saw readable, which answers at once.
-        ``wait=False`` for one that may not be: where the platform cannot read
-        without waiting (Windows), nothing is read then.
         """
-        if not wait and not _DONT_WAIT:
-            return True
         try:
             data = self.sock.recv(RECV_SIZE, _DONT_WAIT)
         except BlockingIOError:
@@ -211,7 +205,6 @@ class Connection:
             log.log_tls_attempt(self.sock)
             return False
         self._buffer += data
-        self._idle = False
         return True
 
     def _read_head(self) -> bytes | None:
@@ -221,24 +214,30 @@ class Connection:
             if head is not None:
                 return head
             buffer = self._buffer
-            with self._lock:
-                if self._closing and self._served and not buffer:
-                    return None
-                self._idle = not buffer
-            timeout = (
-                self.settings.read_timeout if buffer else self.settings.idle_timeout
-            )
+            if buffer:
+                timeout = self.settings.read_timeout
+            else:
+                timeout = self._idle_wait()
+                if timeout <= 0:
+                    return None  # the drain is over: close
             try:
                 data = self._recv(timeout)
             except ClientGone:
                 if buffer:
                     raise ProtocolError(408, "Request Timeout") from None
                 return None
-            finally:
-                with self._lock:
-                    self._idle = False
             if not self._received(data):
                 return None
+
+    def _idle_wait(self) -> float:
+        """How long to wait for the next request: the idle timeout, and once
+        the server stops, no longer than the drain. A request that arrives
+        meanwhile is answered (with ``Connection: close``): closing the
+        connection under a request on its way would reset it unanswered."""
+        deadline = self.settings.stop.deadline
+        if deadline is None:
+            return self.settings.idle_timeout
+        return min(self.settings.idle_timeout, deadline - time.monotonic())
 
     # --- one request --------------------------------------------------------
 
@@ -316,7 +315,6 @@ class Connection:
                 self.sock,
                 note=environ.get(log.ACCESS_NOTE),
             )
-        self._served += 1
         if not response.keep_alive:
             return False
         if conn is None:
@@ -332,7 +330,7 @@ class Connection:
 
     def _may_keep_alive(self, request: RequestHead) -> bool:
         """Persistent unless the client, the server mode or a stop says no."""
-        if self._closing or not self.settings.keep_alive:
+        if not self.keeps_alive():
             return False
         values = [value for name, value in request.headers if name == b"connection"]
         if not values:  # the common case
@@ -365,6 +363,14 @@ class Connection:
         log.log_request(request_line, error.status, None, duration, self.sock)
 
     # --- writing --------------------------------------------------------------
+
+    def keeps_alive(self) -> bool:
+        """Whether the server may keep the connection for another request: not
+        once it stops. Asked again when the response head is written, so a
+        response that began before a stop still says ``Connection: close``."""
+        return self.settings.keep_alive and not (
+            self._aborted or self.settings.stop.stopping
+        )
 
     def send(self, parts: Iterable[bytes | FileSpan]) -> None:
         """Write the parts in order, files with ``sendfile``; one write for the

@@ -59,6 +59,10 @@ class Writer(Protocol):
     def send(self, parts: Iterable[bytes | FileSpan]) -> None:
         """Write the parts in order; raise ``ClientWentAway`` on failure."""
 
+    def keeps_alive(self) -> bool:
+        """Whether the connection may still carry another request (not once
+        the server stops)."""
+
 
 class Response:
     """Runs the app for one request and writes what it returns.
@@ -168,7 +172,7 @@ class Response:
         self._no_body = (
             self.head or self.status in _NO_BODY_STATUSES or self.status < 200
         )
-        if app_close:
+        if app_close or not self.writer.keeps_alive():
             self.keep_alive = False
         framing = b""
         if not self._no_body and self._length is None:

@@ -170,6 +170,7 @@ class RunserverPlusMixin:
             ),
             verbosity=int(options.get("verbosity", 1)),
             livereload=self._livereload(options),
+            drain_timeout=_drain_timeout(),
             static_dirs=_static_dirs(),
             print_sql=print_sql,
             print_sql_queries=print_sql and int(options.get("verbosity", 1)) >= 2,
@@ -249,6 +250,23 @@ class RunserverPlusMixin:
 
     def close_thread_resources(self) -> None:
         connections.close_all()
+
+
+def _drain_timeout() -> float:
+    """``RUNSERVER_PLUS_DRAIN_TIMEOUT``: how long a stopping server keeps its
+    open connections (seconds)."""
+    value = getattr(
+        settings, "RUNSERVER_PLUS_DRAIN_TIMEOUT", ServerConfig.drain_timeout
+    )
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        seconds = -1.0
+    if not 0 <= seconds < float("inf"):
+        raise CommandError(
+            f"RUNSERVER_PLUS_DRAIN_TIMEOUT must be a number of seconds, not {value!r}."
+        )
+    return seconds
 
 
 def _setting(name: str) -> tuple[str, ...]:
