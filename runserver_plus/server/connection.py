@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import http
 import socket
 import sys
 import time
@@ -15,27 +14,27 @@ from typing import IO, Any
 import h11
 
 from runserver_plus.server import log
-from runserver_plus.server.linger import Lingerer
-from runserver_plus.server.request import (
-    HEAD_END,
-    MAX_HEAD,
-    MAX_REQUEST_LINE,
+from runserver_plus.server.body import (
     NO_BODY,
     NoBody,
-    ProtocolError,
     RequestBody,
-    RequestHead,
     decode_chunked,
+)
+from runserver_plus.server.core import (
+    RequestBuffer,
+    error_response,
+    first_line,
+    keep_alive_asked,
+    starts_with_tls,
+)
+from runserver_plus.server.errors import ClientGone, ClientWentAway, ProtocolError
+from runserver_plus.server.linger import Lingerer
+from runserver_plus.server.request import (
+    RequestHead,
     h11_reason,
     parse_head,
 )
-from runserver_plus.server.response import (
-    ClientGone,
-    ClientWentAway,
-    FileSpan,
-    Response,
-    closing_response,
-)
+from runserver_plus.server.response import FileSpan, Response
 from runserver_plus.server.sockets import set_io_timeout
 from runserver_plus.server.wsgi import WSGIApp, WSGIEnviron, build_environ
 
@@ -44,8 +43,6 @@ MAX_DRAIN = 1024 * 1024  # bytes
 #: Largest piece handed to one sendall(), so a send timeout measures progress.
 MAX_SEND = 1024 * 1024  # bytes
 RECV_SIZE = 65536  # bytes
-#: Longest request line shown in the log (a 414 can be 64 KiB long).
-LOGGED_LINE = 1000  # characters
 #: recv() flag for a read that must not wait (the event loop's); 0 where the
 #: platform has none, as on Windows: the loop reads only readable sockets.
 _DONT_WAIT = getattr(socket, "MSG_DONTWAIT", 0)
@@ -102,7 +99,7 @@ class Connection:
         self.peer = peer
         self.app = app
         self.settings = settings
-        self._buffer = bytearray()
+        self._buffer = RequestBuffer()
         self._aborted = False
         #: The receive timeout in force. The send timeout never changes: it
         #: is set once, as each change costs system calls.
@@ -160,25 +157,8 @@ class Connection:
         return data
 
     def take_head(self) -> bytes | None:
-        """The next request's head if it has arrived whole, else None;
-        ``ProtocolError`` (414, 431) when it is too long to wait for."""
-        buffer = self._buffer
-        if not buffer:
-            return None
-        while buffer[:2] == b"\r\n" or buffer[:1] == b"\n":
-            del buffer[: 2 if buffer[:1] == b"\r" else 1]  # RFC 9112 §2.2
-        match = HEAD_END.search(buffer)
-        # A head over the limit is refused (below) even when the read that
-        # took it over the limit also brought its end.
-        if match and match.end() <= MAX_HEAD:
-            head = bytes(buffer[: match.end()])
-            del buffer[: match.end()]
-            return head
-        if buffer.find(b"\n") < 0 and len(buffer) > MAX_REQUEST_LINE:
-            raise ProtocolError(414, "Request-URI Too Long")
-        if len(buffer) > MAX_HEAD:
-            raise ProtocolError(431, "Request header fields too large")
-        return None
+        """The next request's head if it has arrived whole (see ``RequestBuffer``)."""
+        return self._buffer.take_head()
 
     @property
     def has_partial_request(self) -> bool:
@@ -201,10 +181,10 @@ class Connection:
     def _received(self, data: bytes) -> bool:
         if not data:
             return False
-        if not self._buffer and data.startswith(log.TLS_HANDSHAKE_PREFIX):
+        if not self._buffer and starts_with_tls(data):
             log.log_tls_attempt(self.sock)
             return False
-        self._buffer += data
+        self._buffer.feed(data)
         return True
 
     def _read_head(self) -> bytes | None:
@@ -257,11 +237,11 @@ class Connection:
     def reject(self, error: ProtocolError) -> None:
         """Answer what is buffered with the error the server found in it; the
         connection is to be closed afterwards."""
-        self._send_error(error, _first_line(bytes(self._buffer)), 0.0)
+        self._send_error(error, self._buffer.first_line(), 0.0)
 
     def _answer(self, head: bytes) -> bool:
         started = time.perf_counter()
-        request_line = _first_line(head)
+        request_line = first_line(head)
         try:
             request, conn = parse_head(head)
         except ProtocolError as error:
@@ -278,8 +258,7 @@ class Connection:
             if self._buffer:
                 # Only when there is something: h11 takes b"" for the client
                 # having closed the connection.
-                reader.receive(bytes(self._buffer))
-                self._buffer.clear()
+                reader.receive(self._buffer.take_all())
             if conn.they_are_waiting_for_100_continue:
                 self._sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
             try:
@@ -325,22 +304,12 @@ class Connection:
             return False
         if not in_sync or conn.their_state not in (h11.DONE, h11.MUST_CLOSE):
             return False
-        self._buffer += conn.trailing_data[0]
+        self._buffer.feed(conn.trailing_data[0])
         return True
 
     def _may_keep_alive(self, request: RequestHead) -> bool:
         """Persistent unless the client, the server mode or a stop says no."""
-        if not self.keeps_alive():
-            return False
-        values = [value for name, value in request.headers if name == b"connection"]
-        if not values:  # the common case
-            return request.http_version != b"1.0"
-        tokens = {
-            token.strip().lower() for value in values for token in value.split(b",")
-        }
-        if request.http_version != b"1.0":
-            return b"close" not in tokens
-        return b"keep-alive" in tokens  # HTTP/1.0 asks for it, as Django allows
+        return self.keeps_alive() and keep_alive_asked(request)
 
     def _send_error(
         self, error: ProtocolError, request_line: str, started: float
@@ -348,15 +317,8 @@ class Connection:
         """Answer a request the server rejects itself, then close; without the
         body when the request line, however malformed, asks for HEAD."""
         log.log_protocol_error(error.status, error.reason, self.sock)
-        phrase = http.HTTPStatus(error.status).phrase
-        body = f"{error.status} {phrase}\n\n{error.reason}\n".encode()
-        head = request_line.startswith("HEAD ")
         try:
-            self._sendall(
-                closing_response(
-                    error.status, "text/plain; charset=utf-8", body, head=head
-                )
-            )
+            self._sendall(error_response(error, request_line))
         except ClientGone:
             return
         duration = time.perf_counter() - started if started else 0.0
@@ -408,13 +370,6 @@ class Connection:
                 self.sock.sendall(view[start : start + MAX_SEND])
         except OSError as error:
             raise ClientWentAway(str(error)) from error
-
-
-def _first_line(data: bytes) -> str:
-    """The request line as the log shows it: raw bytes read as latin-1."""
-    end = data.find(b"\n")
-    line = (data if end < 0 else data[:end]).rstrip(b"\r").decode("latin-1")
-    return line if len(line) <= LOGGED_LINE else line[:LOGGED_LINE] + "..."
 
 
 _BROKEN_OFF = (

@@ -12,7 +12,7 @@ import time
 from typing import TYPE_CHECKING
 
 from runserver_plus.server import log
-from runserver_plus.server.request import ProtocolError
+from runserver_plus.server.errors import ProtocolError
 
 if TYPE_CHECKING:
     from runserver_plus.server.connection import Connection

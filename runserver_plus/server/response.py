@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterable
 from typing import IO, Protocol
 
 from runserver_plus.server import log
+from runserver_plus.server.errors import ClientGone
 from runserver_plus.server.wsgi import (
     ExcInfo,
     FileWrapper,
@@ -36,14 +37,6 @@ def closing_response(
         "Connection: close\r\n"
     ).encode("ascii")
     return head_lines + b"Date: " + http_date() + b"\r\n\r\n" + (b"" if head else body)
-
-
-class ClientGone(Exception):
-    """The client closed or reset the connection, or stopped sending in time."""
-
-
-class ClientWentAway(ClientGone):
-    """Writing to the client failed: it left while we were answering."""
 
 
 class FileSpan:
