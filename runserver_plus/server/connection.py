@@ -36,6 +36,7 @@ from runserver_plus.server.request import (
 )
 from runserver_plus.server.response import FileSpan, Response
 from runserver_plus.server.sockets import set_io_timeout
+from runserver_plus.server.state import StopClock
 from runserver_plus.server.wsgi import WSGIApp, WSGIEnviron, build_environ
 
 #: Unread request body we still read to keep a keep-alive connection in sync.
@@ -46,30 +47,6 @@ RECV_SIZE = 65536  # bytes
 #: recv() flag for a read that must not wait (the event loop's); 0 where the
 #: platform has none, as on Windows: the loop reads only readable sockets.
 _DONT_WAIT = getattr(socket, "MSG_DONTWAIT", 0)
-
-
-class StopClock:
-    """When the server stopped, shared by its connections: from then on each
-    response closes its connection, and a connection waits for its next
-    request only until the drain's deadline.
-
-    Read without a lock: one attribute, set once per stop.
-    """
-
-    def __init__(self) -> None:
-        #: ``time.monotonic()`` when the drain ends; None while serving.
-        self.deadline: float | None = None
-
-    def stop(self, timeout: float) -> None:
-        """The server stops: its connections have ``timeout`` seconds left.
-        A second stop keeps the first deadline if it is sooner."""
-        deadline = time.monotonic() + timeout
-        if self.deadline is None or deadline < self.deadline:
-            self.deadline = deadline
-
-    @property
-    def stopping(self) -> bool:
-        return self.deadline is not None
 
 
 @dataclasses.dataclass(frozen=True)
