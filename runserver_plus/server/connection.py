@@ -1,4 +1,10 @@
-"""One client connection: read requests, answer them, keep alive, time out."""
+"""One client connection: read requests, answer them, keep alive, time out.
+
+Over 350 lines: this is the threaded and serial modes' driver around the
+sans-I/O core (core.py, request.py, body.py): every read and write of a
+connection, with its timeouts and the drain's deadline, is here, in the
+order a request goes through them.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,10 @@
-"""The threaded mode's event loop: requests served in turn, slow ones apart."""
+"""The threaded mode's event loop: requests served in turn, slow ones apart.
+
+Over 350 lines: the loop, its hand-over of a slow request to a thread of
+its own, and the hand-back of connections at a stop share one piece of
+state (which thread owns the loop, and which connections it holds); split
+across modules, each part would reach into the others'.
+"""
 
 from __future__ import annotations
 

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import shlex
-import sys
 from typing import TYPE_CHECKING, Any, TextIO, cast
 from urllib.parse import urlparse
 
@@ -14,8 +12,8 @@ from django.core.management.base import CommandError, CommandParser, OutputWrapp
 from django.core.management.commands import runserver as core
 from django.db import connections
 
-from runserver_plus import _compat, banner, runner
-from runserver_plus.config import DEFAULT_SQL_REPEAT_THRESHOLD, MAX_PORT, ServerConfig
+from runserver_plus import _compat, banner, project, runner
+from runserver_plus.config import MAX_PORT, ServerConfig
 
 if TYPE_CHECKING:
     from runserver_plus.server.wsgi import WSGIApp
@@ -146,18 +144,21 @@ class RunserverPlusMixin:
             use_reloader=options["use_reloader"],
             debug=settings.DEBUG,
             shutdown_message=options.get("shutdown_message", ""),
-            project_dir=_project_dir(),
-            ignored_paths=_ignored_paths(),
+            project_dir=project.project_dir(),
+            ignored_paths=project.settings_ignored_paths(),
             extra_watch_dirs=tuple(
                 os.path.abspath(d)
-                for d in (*_setting("WATCH_DIRS"), *options.get("watch_dirs", ()))
+                for d in (
+                    *project.list_setting("WATCH_DIRS"),
+                    *options.get("watch_dirs", ()),
+                )
             ),
             watch_include=(
-                *_setting("WATCH_INCLUDE"),
+                *project.list_setting("WATCH_INCLUDE"),
                 *options.get("watch_include", ()),
             ),
             watch_exclude=(
-                *_setting("WATCH_EXCLUDE"),
+                *project.list_setting("WATCH_EXCLUDE"),
                 *options.get("watch_exclude", ()),
             ),
             force_polling=bool(
@@ -170,12 +171,12 @@ class RunserverPlusMixin:
             ),
             verbosity=int(options.get("verbosity", 1)),
             livereload=self._livereload(options),
-            drain_timeout=_drain_timeout(),
-            static_dirs=_static_dirs(),
+            drain_timeout=project.drain_timeout(),
+            static_dirs=project.static_dirs(),
             print_sql=print_sql,
             print_sql_queries=print_sql and int(options.get("verbosity", 1)) >= 2,
-            sql_repeat_threshold=_sql_repeat_threshold(),
-            run_commands=_run_commands(options),
+            sql_repeat_threshold=project.sql_repeat_threshold(),
+            run_commands=project.run_commands(options),
             colour=command.style.ERROR("x") != "x",
         )
 
@@ -250,115 +251,6 @@ class RunserverPlusMixin:
 
     def close_thread_resources(self) -> None:
         connections.close_all()
-
-
-def _drain_timeout() -> float:
-    """``RUNSERVER_PLUS_DRAIN_TIMEOUT``: how long a stopping server keeps its
-    open connections (seconds)."""
-    value = getattr(
-        settings, "RUNSERVER_PLUS_DRAIN_TIMEOUT", ServerConfig.drain_timeout
-    )
-    try:
-        seconds = float(value)
-    except (TypeError, ValueError):
-        seconds = -1.0
-    if not 0 <= seconds < float("inf"):
-        raise CommandError(
-            f"RUNSERVER_PLUS_DRAIN_TIMEOUT must be a number of seconds, not {value!r}."
-        )
-    return seconds
-
-
-def _setting(name: str) -> tuple[str, ...]:
-    """A list setting ``RUNSERVER_PLUS_<name>`` (empty when unset)."""
-    return tuple(str(v) for v in getattr(settings, f"RUNSERVER_PLUS_{name}", ()))
-
-
-def _run_commands(options: dict[str, Any]) -> tuple[tuple[str, ...], ...]:
-    """``--run`` and ``RUNSERVER_PLUS_RUN``, each split as a shell would.
-
-    The supervisor runs them, so ``--run`` with ``--noreload`` is an error;
-    the setting is left out there, as ``testserver`` and CI runs want.
-    """
-    asked = tuple(options.get("run_commands", ()))
-    if asked and not options["use_reloader"]:
-        raise CommandError(
-            "--run needs the reloader: its commands are started and stopped by "
-            "the supervisor process, which --noreload leaves out."
-        )
-    if not options["use_reloader"]:
-        return ()
-    commands = []
-    for text in (*_setting("RUN"), *asked):
-        try:
-            argv = tuple(shlex.split(text))
-        except ValueError as error:
-            raise CommandError(f'--run "{text}": {error}.') from None
-        if not argv:
-            raise CommandError("--run needs a command; it got an empty one.")
-        commands.append(argv)
-    return tuple(commands)
-
-
-def _sql_repeat_threshold() -> int:
-    """``RUNSERVER_PLUS_SQL_REPEAT_THRESHOLD``, checked: a bad value is a
-    one-line error, not a traceback in every request."""
-    threshold = getattr(
-        settings, "RUNSERVER_PLUS_SQL_REPEAT_THRESHOLD", DEFAULT_SQL_REPEAT_THRESHOLD
-    )
-    valid = isinstance(threshold, int) and not isinstance(threshold, bool)
-    if not valid or threshold < 0 or threshold == 1:
-        raise CommandError(
-            "RUNSERVER_PLUS_SQL_REPEAT_THRESHOLD must be a whole number of 2 or "
-            f"more, or 0 for no warning; it is {threshold!r}."
-        )
-    return threshold
-
-
-def _project_dir() -> str:
-    """The directory of ``manage.py`` (or the working directory for ``-m django``)."""
-    script = sys.argv[0] if sys.argv else ""
-    if script.endswith(".py") and os.path.isfile(script):
-        return os.path.dirname(os.path.abspath(script))
-    return os.getcwd()
-
-
-def _ignored_paths() -> tuple[str, ...]:
-    return ignored_paths(
-        getattr(settings, "MEDIA_ROOT", ""),
-        getattr(settings, "STATIC_ROOT", ""),
-        getattr(settings, "DATABASES", {}),
-    )
-
-
-def ignored_paths(
-    media_root: object, static_root: object, databases: dict[str, dict[str, Any]]
-) -> tuple[str, ...]:
-    """Paths that change while the server runs without being source code."""
-    paths = [media_root, static_root]
-    for database in databases.values():
-        if "sqlite" in str(database.get("ENGINE", "")):
-            paths.append(database.get("NAME"))
-    return tuple(os.path.abspath(str(p)) for p in paths if p and str(p) != ":memory:")
-
-
-# get_handler() may return our static wrapper, not only Django's WSGIHandler.
-def _static_dirs() -> tuple[str, ...]:
-    """The local directories the staticfiles finders serve from."""
-    from django.apps import apps  # noqa: PLC0415
-
-    if not apps.is_installed("django.contrib.staticfiles"):
-        return ()
-    from django.contrib.staticfiles import finders  # noqa: PLC0415
-
-    found: list[str] = []
-    for finder in finders.get_finders():
-        storages = getattr(finder, "storages", {})
-        for storage in storages.values():
-            location = getattr(storage, "location", None)
-            if location and os.path.isdir(location):
-                found.append(os.path.abspath(location))
-    return tuple(dict.fromkeys(found))
 
 
 class CoreCommand(RunserverPlusMixin, core.Command):  # type: ignore[misc]
