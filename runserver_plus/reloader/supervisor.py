@@ -4,7 +4,7 @@ Over 350 lines: it is the one place that decides (restart, offer, wait for
 a starting worker, error page, warm or cold), from typed events; what it
 watches (watching.py), the warm process (warmslot.py) and a worker process
 (process.py) are modules of their own, and its decisions are tested
-without processes (tests/test_supervisor.py).
+without processes (tests/reloader/test_supervisor.py).
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-PACKAGE = Path(__file__).resolve().parent.parent / "runserver_plus"
+PACKAGE = Path(__file__).resolve().parents[2] / "runserver_plus"
 #: A module longer than this says why in its docstring ("Over 350 lines: ...").
 LONG_MODULE = 350  # lines
 
