@@ -23,8 +23,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-LARGE_APPS = 36  # generated apps beside testapp
-LARGE_MODELS = 8  # models per app: each with an admin, serializer, filters, viewset
+LARGE_APPS = 32  # generated apps beside testapp
+LARGE_MODELS = 6  # models per app: each with an admin, serializer, filters, viewset
 
 SETTINGS = "bench_large_settings"
 WATCHFILES_SETTINGS = "bench_large_watchfiles_settings"
