@@ -370,12 +370,15 @@ def modules_served(server: ReloadingServer) -> int:
     return count
 
 
-def memory(server: ReloadingServer, warm_pid: int | None) -> dict[str, Any]:
+def memory(server: ReloadingServer) -> dict[str, Any]:
     """The PSS of each process of the group, by role: the group leader is the
     supervisor (Django: the reloader's parent), the process that answers
     /bench-version/ the worker (Django: the child), any other one runserver_plus's
-    warm process. ``warm_pid`` is the pid the supervisor last said was ready."""
+    warm process, which should be the one the supervisor last said was ready
+    (a warm process found unsafe gives way to another)."""
     worker = current_version(server)[1]
+    said = READY_LINE.findall(server.stderr_since(0)) if server.preload else []
+    warm_pid = int(said[-1][0]) if said else None
     processes = []
     for pid, pss in server.pss().items():
         if pid == server.pgid:
@@ -419,13 +422,11 @@ def idle_and_watches(
             result = probe(server.port, path)
             if not result.ok:
                 server.fail(f"{path} answered {result.failure}")
-    warm_pids: dict[str, int | None] = {}
     for name, server in servers.items():
         if server.preload:
             # runserver_plus's warm process preloads after the first worker
             # serves: the idle window begins once it is ready.
             ready = server.wait_for_stderr(READY_LINE, 0, WARM_READY_TIMEOUT)
-            warm_pids[name] = int(ready.group(1)) if ready else None
             if ready is None:
                 print(
                     f"  ({name} said no warm process was ready within "
@@ -467,7 +468,7 @@ def idle_and_watches(
             pid: after[name].get(pid, 0.0) - before[name].get(pid, 0.0) for pid in pids
         }
         watches = server.inotify()
-        mem = memory(server, warm_pids.get(name))
+        mem = memory(server)
         roles = {process["pid"]: process["role"] for process in mem["processes"]}
         processes: list[dict[str, Any]] = []
         for pid in pids:
