@@ -82,7 +82,7 @@ def make_server(
     """A server of ``role`` on ``project``, with the project's settings module
     (``settings[1]`` adds django-watchfiles). runserver_plus runs with ``-v 3``:
     the supervisor then says how each worker started and when a warm process is
-    ready, and prints nothing else more."""
+    ready, and prints nothing more."""
     if role in (OURS, NO_PRELOAD):
         env = server_env(django_runserver=False)
         env["DJANGO_SETTINGS_MODULE"] = settings[0]
