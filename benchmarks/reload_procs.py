@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import http.client
 import os
+import re
 import signal
 import subprocess
 import time
@@ -19,6 +20,7 @@ STOP_TIMEOUT = 10.0  # s, from SIGTERM to an empty process group, before SIGKILL
 PROBE_TIMEOUT = 10.0  # s, per request of a probe (our server queues during restarts)
 POLL_INTERVAL = 0.01  # s, between the starts of two probes
 MAX_FAILURE_TIMES = 200  # failures whose time a poll keeps
+LOG_POLL_INTERVAL = 0.02  # s, between two reads of a server's stderr file
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -84,12 +86,15 @@ def poll(
     max_seconds: float,
     max_polls: int,
     interval: float = POLL_INTERVAL,
+    valid: Callable[[Probe], bool] | None = None,
 ) -> PollResult:
     """Probe ``path`` every ``interval`` (fresh connection each time) until
     ``done(probe)`` is true, at most ``max_polls`` times and ``max_seconds``.
 
-    Failures (refused, reset, timeout, non-200) are counted by kind, the
-    satisfying probe too if it is one (a 500 the caller waits for, say).
+    Failures (refused, reset, timeout, non-200, and a 200 whose body
+    ``valid`` rejects: a response cut short by a process that exits) are
+    counted by kind, the satisfying probe too if it is one (a 500 the caller
+    waits for, say).
     """
     start = time.perf_counter()
     failures: dict[str, int] = {}
@@ -97,6 +102,8 @@ def poll(
     for count in range(1, max_polls + 1):
         sent = time.perf_counter()
         result = probe(port, path)
+        if result.ok and valid is not None and not valid(result):
+            result = Probe(None, result.body, "invalid 200 body", result.done)
         if result.failure:
             failures[result.failure] = failures.get(result.failure, 0) + 1
             if len(times) < MAX_FAILURE_TIMES:
@@ -191,6 +198,20 @@ def inotify_watches(pid: int) -> tuple[int, int]:
     return instances, watches
 
 
+def pss_kib(pid: int) -> int | None:
+    """The proportional set size of ``pid`` in KiB (``Pss:`` of
+    /proc/<pid>/smaps_rollup): its private pages plus its share of the pages
+    it shares with other processes; None when it is gone."""
+    try:
+        text = Path(f"/proc/{pid}/smaps_rollup").read_text()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if line.startswith("Pss:"):
+            return int(line.split()[1])
+    return None
+
+
 def command_line(pid: int) -> str:
     try:
         raw = Path(f"/proc/{pid}/cmdline").read_bytes()
@@ -215,8 +236,17 @@ class ReloadingServer:
         project: Path,
         env: Mapping[str, str],
         extra_args: Sequence[str] = (),
+        *,
+        kind: str = "",
+        preload: bool = False,
     ) -> None:
         self.name = name
+        #: Which server this is (runserver_plus, django, django-watchfiles),
+        #: whatever the name of this instance: the trials judge by it.
+        self.kind = kind or name
+        #: Whether a warm process is expected: runserver_plus with preloading
+        #: and ``-v 3``, which says when one is ready.
+        self.preload = preload
         self.project = project
         self.env = dict(env)
         self.extra_args = tuple(extra_args)
@@ -327,6 +357,10 @@ class ReloadingServer:
         """(instances, watches) of each process of the group."""
         return {pid: inotify_watches(pid) for pid in self.pids()}
 
+    def pss(self) -> dict[int, int | None]:
+        """:func:`pss_kib` of each process of the group."""
+        return {pid: pss_kib(pid) for pid in self.pids()}
+
     def _log(self, suffix: str) -> Path:
         return self._log_dir / f"start{self.starts}{suffix}"
 
@@ -357,6 +391,21 @@ class ReloadingServer:
         with open(path, "rb") as stream:
             stream.seek(offset)
             return stream.read().decode(errors="replace")
+
+    def wait_for_stderr(
+        self, pattern: re.Pattern[str], offset: int, timeout: float
+    ) -> re.Match[str] | None:
+        """The first match of ``pattern`` in what stderr got after ``offset``,
+        reading the file every LOG_POLL_INTERVAL until it appears, the server
+        exits or ``timeout`` passes (then None)."""
+        deadline = time.perf_counter() + timeout
+        for _ in range(int(timeout / LOG_POLL_INTERVAL) + 1):
+            found = pattern.search(self.stderr_since(offset))
+            if found or time.perf_counter() > deadline:
+                return found
+            self.check_alive()
+            time.sleep(LOG_POLL_INTERVAL)  # pacing of the read, not synchronisation
+        return None
 
     def output(self, limit: int = 6000) -> str:
         """The tail of this start's stdout and stderr, for error messages."""
