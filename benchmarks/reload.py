@@ -30,13 +30,13 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from reload_large import LARGE_APPS, LARGE_MODELS, add_large_project
-from reload_large import SETTINGS as LARGE_SETTINGS
-from reload_large import WATCHFILES_SETTINGS as LARGE_WATCHFILES_SETTINGS
-from reload_procs import ReloadingServer, probe
-from reload_project import add_large_tree, clone, prepare_project
-from reload_report import json_safe, print_report, print_targets, summarise
-from reload_trials import (
+from .reload_large import LARGE_APPS, LARGE_MODELS, add_large_project
+from .reload_large import SETTINGS as LARGE_SETTINGS
+from .reload_large import WATCHFILES_SETTINGS as LARGE_WATCHFILES_SETTINGS
+from .reload_procs import ReloadingServer, probe
+from .reload_project import add_large_tree, clone, prepare_project
+from .reload_report import json_safe, print_report, print_targets, summarise
+from .reload_trials import (
     DJANGO,
     NO_PRELOAD,
     OURS,
@@ -52,7 +52,7 @@ from reload_trials import (
     syntax_trial,
     template_trial,
 )
-from servers import ServerError, server_env
+from .servers import ServerError, server_env
 
 BENCH_DIR = Path(__file__).resolve().parent
 RESULTS = BENCH_DIR / "results" / "reload.json"
@@ -369,7 +369,3 @@ def main(argv: list[str]) -> int:
     RESULTS.write_text(json.dumps(json_safe(document), indent=2) + "\n")
     print(f"\nWrote {RESULTS.relative_to(BENCH_DIR.parent)}")
     return 0 if all(item["passed"] for item in targets) else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import contextlib
 import http.client
 import os
 import re
-import signal
 import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from servers import ServerError, free_port, spawn_runserver
+from .servers import ServerError, free_port, group_pids, spawn_runserver, stop_group
 
 START_TIMEOUT = 60.0  # s, from spawn to the first 200 from the ready path
 STOP_TIMEOUT = 10.0  # s, from SIGTERM to an empty process group, before SIGKILL
@@ -129,18 +127,6 @@ def _stat_fields(pid: int) -> list[str] | None:
     except OSError:
         return None
     return text[text.rindex(")") + 2 :].split()
-
-
-def group_pids(pgid: int) -> list[int]:
-    """Every live (non-zombie) process whose process group is ``pgid``."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        fields = _stat_fields(int(entry))
-        if fields and int(fields[2]) == pgid and fields[0] != "Z":
-            found.append(int(entry))
-    return sorted(found)
 
 
 def cpu_seconds(pid: int) -> float:
@@ -315,24 +301,11 @@ class ReloadingServer:
         raise ServerError(f"{self.name}: {message}\n{self.output()}")
 
     def stop(self) -> int | None:
-        """SIGTERM the process group, SIGKILL what is left after STOP_TIMEOUT;
-        returns the leader's exit code."""
-        proc = self._proc
-        if proc is None:
-            return self.exit_code
-        self._proc = None
-        pgid = proc.pid
-        if proc.poll() is None or group_pids(pgid):
-            _signal_group(pgid, signal.SIGTERM)
-            deadline = time.perf_counter() + STOP_TIMEOUT
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=STOP_TIMEOUT)  # the group is checked below
-            while group_pids(pgid) and time.perf_counter() < deadline:
-                time.sleep(0.05)  # bounded wait for the rest of the group
-            if proc.poll() is None or group_pids(pgid):
-                _signal_group(pgid, signal.SIGKILL)
-                proc.wait(timeout=STOP_TIMEOUT)
-        self.exit_code = proc.returncode
+        """Stop the server's process group (``stop_group``); the leader's
+        exit code."""
+        proc, self._proc = self._proc, None
+        if proc is not None:
+            self.exit_code = stop_group(proc, STOP_TIMEOUT)
         return self.exit_code
 
     # --- inspection
@@ -415,9 +388,3 @@ class ReloadingServer:
             text = path.read_text(errors="replace") if path.exists() else ""
             parts.append(f"--- {self.name} {stream[1:]} ---\n{text[-limit:]}")
         return "\n".join(parts)
-
-
-def _signal_group(pgid: int, sig: signal.Signals) -> None:
-    # The group is the session start_new_session made: only our processes.
-    with contextlib.suppress(ProcessLookupError):  # the group is gone already
-        os.killpg(pgid, sig)

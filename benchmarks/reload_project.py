@@ -8,7 +8,7 @@ import shutil
 import time
 from pathlib import Path
 
-from servers import copy_testproject, migrate
+from .servers import copy_testproject, migrate
 
 NODE_PACKAGES = 2000  # node_modules/pkgNNNN/lib/: one leaf directory each
 NODE_FILES_PER_PACKAGE = 10  # 20,000 .js files

@@ -6,8 +6,8 @@ import math
 import statistics
 from typing import Any
 
-from reload_trials import DJANGO, NO_PRELOAD, OURS, WATCHFILES
-from servers import print_table
+from .reload_trials import DJANGO, NO_PRELOAD, OURS, WATCHFILES
+from .servers import print_table
 
 #: The targets, as ratios runserver_plus / Django in the same run.
 PY_EDIT_MAX = {"testproject": 0.25, "large": 0.3}

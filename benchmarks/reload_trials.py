@@ -10,8 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from reload_procs import Probe, ReloadingServer, command_line, poll, probe
-from reload_project import MARKER, VERSION_LINE, write_source
+from .reload_procs import Probe, ReloadingServer, command_line, poll, probe
+from .reload_project import MARKER, VERSION_LINE, write_source
 
 OURS = "runserver_plus"
 DJANGO = "django"
