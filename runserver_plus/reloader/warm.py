@@ -11,13 +11,19 @@ directory, the SIGINT handler, a fresh ``random`` seed), and runs the
 worker's script or module as ``__main__``: ``django.setup()``, the checks
 and serving then happen here, as in a cold worker, minus the imports.
 
-Which imports are kept: ``DJANGO_SETTINGS_MODULE`` is unset while
-preloading, so a module that reads settings at import fails, and so does one
-that needs the app registry. A failed import is undone (the modules it added
-are removed). A module whose import leaves something a worker must not
-inherit (a thread, an open file, configured settings, a module of the
-project) makes the whole process unusable: it reports the modules to skip
-and exits, and the supervisor prepares another without them.
+Which imports are kept: the project's settings are loaded first (many
+installed packages read them at import: Django REST framework's views,
+for one), then each module in turn. One that needs the app registry fails,
+and a failed import is undone (the modules it added are removed). A module
+whose import leaves something a worker must not inherit (a thread, an open
+file, a module of the project) makes the whole process unusable: it
+reports the modules to skip and exits, and the supervisor prepares another
+without them. When loading the settings is what did that (an error
+tracker's thread, say), the next warm process preloads without settings.
+On ``go`` the settings module and what it imported of the project are
+forgotten and Django's settings reset, so the worker executes them afresh;
+a change to any of their files (or to a ``.env`` file) makes the warm
+process stale first.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ import time
 from collections.abc import Sequence
 from types import TracebackType
 
+from runserver_plus import _compat
 from runserver_plus.reloader import control
 from runserver_plus.reloader.control import Channel
 from runserver_plus.reloader.preload import (
@@ -52,19 +59,18 @@ BOOTSTRAP = (
     "import sys; sys.path[0] = sys.argv.pop(1); "
     "from runserver_plus.reloader.warm import main; main()"
 )
+#: How an unsafe report names the project's settings (see ``WarmSlot``).
+SETTINGS_MARK = "(the settings)"
 #: The nice value of the preloading thread (Linux sets it per thread, so the
 #: worker this process becomes keeps the normal priority).
 PRELOAD_NICE = 10
 #: The process name ``ps`` and ``top`` show while it waits (Linux).
 PROCESS_NAME = "runserver-warm"
-#: Files changed this long before the process started count as changed
-#: after it: file systems with coarse timestamps round them down.
-TIMESTAMP_SLACK = 2_000_000_000  # ns
 
 
 def main() -> None:
     """The warm process, from its start to the worker's exit."""
-    started = time.time_ns() - TIMESTAMP_SLACK
+    started = time.time_ns()
     marker = control.read_worker_marker()
     if marker is None:
         sys.exit("runserver_plus: a warm process needs the supervisor's marker.")
@@ -75,7 +81,6 @@ def main() -> None:
     # not the terminal, ends a warm process.
     previous_sigint = signal.signal(signal.SIGINT, signal.SIG_IGN)
     name = _rename(PROCESS_NAME)
-    os.environ.pop("DJANGO_SETTINGS_MODULE", None)
     channel = Channel(adopt_socket(marker[1]))
     preloader = Preloader(channel)
     thread = threading.Thread(
@@ -90,8 +95,9 @@ def main() -> None:
                 "modules": [*modules],
                 "roots": [*roots],
                 "lock_dirs": [*lock_dirs],
+                "settings": bool(settings),
             }:
-                preloader.add(modules, roots, lock_dirs)
+                preloader.add(modules, roots, lock_dirs, settings=settings)
             case {"command": "go"}:
                 go = True
                 break
@@ -105,6 +111,9 @@ def main() -> None:
         os._exit(0)
     channel.send({"event": "went", "preloaded": preloader.loaded})
     control.hand_over(channel)
+    _forget(preloader.settings_modules)
+    if preloader.settings_modules:
+        _compat.reset_settings()
     _rename(name)
     os.environ.clear()
     os.environ.update(environ)
@@ -126,13 +135,23 @@ class Preloader:
         self.roots: tuple[str, ...] = ()
         self.lock_dirs: tuple[str, ...] = ()
         self.system = system_prefixes()
+        self.with_settings = False
+        #: What loading the settings imported: forgotten on go.
+        self.settings_modules: set[str] = set()
 
     def add(
-        self, modules: Sequence[str], roots: Sequence[str], lock_dirs: Sequence[str]
+        self,
+        modules: Sequence[str],
+        roots: Sequence[str],
+        lock_dirs: Sequence[str],
+        *,
+        settings: bool = False,
     ) -> None:
-        """Import ``modules``, judging by ``roots`` what is the project's."""
+        """Import ``modules``, judging by ``roots`` what is the project's;
+        with ``settings``, load the project's settings first."""
         self.roots = tuple(os.path.join(str(r), "") for r in roots)
         self.lock_dirs = tuple(str(d) for d in lock_dirs)
+        self.with_settings = self.with_settings or settings
         self.pending.put([str(m) for m in modules])
 
     def stop(self) -> None:
@@ -141,21 +160,49 @@ class Preloader:
 
     def run(self) -> None:
         _lower_priority()
+        batch = self.pending.get()  # the first comes with what to do
+        if not self.with_settings:
+            # Then a module that reads settings at import fails, as it must:
+            # loading them here is what was found unsafe.
+            os.environ.pop("DJANGO_SETTINGS_MODULE", None)
+        else:
+            self.settings_modules, why = self._load_settings()
+            if why:
+                self._give_up([SETTINGS_MARK], why)
         while not self.stopping.is_set():
-            for name in self.pending.get():
+            for name in batch:
                 if self.stopping.is_set():
                     return
                 added, why = self._load(name)
                 if why:
-                    # Nothing can take a thread or a setting back: this
-                    # process must not become a worker. The supervisor starts
-                    # another without these modules.
-                    self.channel.send(
-                        {"event": "unsafe", "modules": sorted(added), "why": why}
-                    )
-                    os._exit(0)
+                    self._give_up(sorted(added), why)
             if self.pending.empty():
                 self.channel.send({"event": "preloaded", "preloaded": self.loaded})
+            batch = self.pending.get()
+
+    def _give_up(self, modules: list[str], why: str) -> None:
+        """Nothing can take a thread or a setting back: this process must not
+        become a worker. The supervisor starts another without ``modules``."""
+        self.channel.send({"event": "unsafe", "modules": modules, "why": why})
+        os._exit(0)
+
+    def _load_settings(self) -> tuple[set[str], str]:
+        """Load the project's settings; return the modules that added, and
+        why the process is unfit when it is. Settings that fail to load (a
+        syntax error) are left to the worker, which reports them."""
+        before = set(sys.modules)
+        state = _state()
+        try:
+            from django.conf import settings  # noqa: PLC0415
+
+            settings.INSTALLED_APPS  # noqa: B018 - loads the settings module
+        except Exception:  # noqa: BLE001 - the worker shows the error
+            _forget(set(sys.modules) - before)
+            return set(), ""
+        added = set(sys.modules) - before
+        self.loaded += len(added)
+        self.settings_modules = added
+        return added, self._unsafe(added, state, loading_settings=True)
 
     def _load(self, name: str) -> tuple[set[str], str]:
         """Import ``name``; return the modules it added and, when they leave
@@ -175,7 +222,9 @@ class Preloader:
         self.loaded += len(added)
         return added, self._unsafe(added, state)
 
-    def _unsafe(self, added: set[str], before: _State) -> str:
+    def _unsafe(
+        self, added: set[str], before: _State, *, loading_settings: bool = False
+    ) -> str:
         """Why the modules just imported leave this process unfit, or ''."""
         after = _state()
         if after.threads > before.threads:
@@ -183,9 +232,9 @@ class Preloader:
         files = (before.files, after.files)
         if files[0] is not None and files[1] is not None and files[1] > files[0]:
             return "kept a file open"
-        if after.configured and not before.configured:
+        if after.configured and not before.configured and not loading_settings:
             return "configured Django's settings"
-        for name in added:
+        for name in added - self.settings_modules:
             module = sys.modules.get(name)
             if module is not None and any(
                 is_project_path(p, self.roots, self.system)
