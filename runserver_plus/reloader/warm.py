@@ -29,7 +29,6 @@ process stale first.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import importlib
 import os
 import queue
@@ -43,7 +42,7 @@ from collections.abc import Sequence
 from types import TracebackType
 
 from runserver_plus import _compat
-from runserver_plus.reloader import control
+from runserver_plus.reloader import control, procstate
 from runserver_plus.reloader.control import Channel
 from runserver_plus.reloader.preload import (
     changed_since,
@@ -52,6 +51,7 @@ from runserver_plus.reloader.preload import (
     module_paths,
     system_prefixes,
 )
+from runserver_plus.reloader.procstate import ProcessState
 from runserver_plus.server.sockets import adopt_socket
 
 #: Run with ``python -c``; argv[1] is the first entry of the worker's sys.path.
@@ -61,9 +61,6 @@ BOOTSTRAP = (
 )
 #: How an unsafe report names the project's settings (see ``WarmSlot``).
 SETTINGS_MARK = "(the settings)"
-#: The nice value of the preloading thread (Linux sets it per thread, so the
-#: worker this process becomes keeps the normal priority).
-PRELOAD_NICE = 10
 #: The process name ``ps`` and ``top`` show while it waits (Linux).
 PROCESS_NAME = "runserver-warm"
 
@@ -80,7 +77,7 @@ def main() -> None:
     # Ctrl-C in the terminal reaches the whole process group; the supervisor,
     # not the terminal, ends a warm process.
     previous_sigint = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    name = _rename(PROCESS_NAME)
+    name = procstate.rename(PROCESS_NAME)
     channel = Channel(adopt_socket(marker[1]))
     preloader = Preloader(channel)
     thread = threading.Thread(
@@ -114,7 +111,7 @@ def main() -> None:
     _forget(preloader.settings_modules)
     if preloader.settings_modules:
         _compat.reset_settings()
-    _rename(name)
+    procstate.rename(name)
     os.environ.clear()
     os.environ.update(environ)
     sys.path[:] = path
@@ -159,7 +156,7 @@ class Preloader:
         self.pending.put(())
 
     def run(self) -> None:
-        _lower_priority()
+        procstate.lower_priority()
         batch = self.pending.get()  # the first comes with what to do
         if not self.with_settings:
             # Then a module that reads settings at import fails, as it must:
@@ -191,7 +188,7 @@ class Preloader:
         why the process is unfit when it is. Settings that fail to load (a
         syntax error) are left to the worker, which reports them."""
         before = set(sys.modules)
-        state = _state()
+        state = procstate.process_state()
         try:
             from django.conf import settings  # noqa: PLC0415
 
@@ -210,7 +207,7 @@ class Preloader:
         if name in sys.modules:
             return set(), ""
         before = set(sys.modules)
-        state = _state()
+        state = procstate.process_state()
         try:
             importlib.import_module(name)
         except (Exception, SystemExit):  # noqa: BLE001 - any failure: skip it
@@ -223,10 +220,10 @@ class Preloader:
         return added, self._unsafe(added, state)
 
     def _unsafe(
-        self, added: set[str], before: _State, *, loading_settings: bool = False
+        self, added: set[str], before: ProcessState, *, loading_settings: bool = False
     ) -> str:
         """Why the modules just imported leave this process unfit, or ''."""
-        after = _state()
+        after = procstate.process_state()
         if after.threads > before.threads:
             return "started a thread"
         files = (before.files, after.files)
@@ -290,66 +287,3 @@ def _forget(names: set[str]) -> None:
         if parent in sys.modules:
             with contextlib.suppress(AttributeError):
                 delattr(sys.modules[parent], child)
-
-
-def _rename(name: str | None) -> str | None:
-    """Set this process's name as ``ps`` shows it; return the one it had
-    (None where the platform has no such name)."""
-    if name is None:
-        return None
-    try:
-        with open("/proc/self/comm", "r+") as comm:
-            previous = comm.read().rstrip("\n")
-            comm.seek(0)
-            comm.write(name)
-    except OSError:
-        return None
-    return previous
-
-
-def _lower_priority() -> None:
-    """Preload at a low priority, so that a serving worker is never slowed.
-
-    Only this thread: the process keeps its priority for when it serves, and
-    an unprivileged process could not raise it back. Linux alone sets the
-    priority per thread; elsewhere preloading runs at the normal priority.
-    """
-    if sys.platform.startswith("linux"):
-        with contextlib.suppress(OSError):
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), PRELOAD_NICE)
-
-
-@dataclasses.dataclass(frozen=True)
-class _State:
-    """What an import must not change in a process that becomes a worker."""
-
-    threads: int
-    files: int | None
-    configured: bool
-
-
-def _state() -> _State:
-    return _State(_thread_count(), _file_count(), _settings_configured())
-
-
-def _settings_configured() -> bool:
-    conf = sys.modules.get("django.conf")
-    settings = getattr(conf, "settings", None)
-    # LazySettings.configured does not load the settings.
-    return bool(getattr(settings, "configured", False))
-
-
-def _thread_count() -> int:
-    """Threads of this process, including those ``threading`` does not know."""
-    try:
-        return len(os.listdir("/proc/self/task"))
-    except OSError:
-        return threading.active_count()
-
-
-def _file_count() -> int | None:
-    """Open descriptors of this process, where the platform lists them."""
-    for folder in ("/proc/self/fd", "/dev/fd"):
-        with contextlib.suppress(OSError):
-            return len(os.listdir(folder))
-    return None
