@@ -25,6 +25,8 @@ if TYPE_CHECKING:
 ORPHAN_DRAIN = 1.0  # s
 #: How long a ready worker waits for the supervisor to confirm its watches.
 WATCHING_TIMEOUT = 5.0  # s
+#: How long after serving begins the worker first reports its modules.
+FIRST_REPORT_DELAY = 0.5  # s
 #: How often the worker reports modules imported since the last report.
 MODULE_REPORT_INTERVAL = 2.0  # s
 
@@ -105,6 +107,10 @@ class _ModuleReporter:
     def run(self) -> None:
         request_finished.connect(self.request_seen, weak=False)
         try:
+            # Not at once: the first requests after a restart (a browser
+            # reloading) would share the CPU with the scan.
+            if self.stop.wait(FIRST_REPORT_DELAY):
+                return
             self.report()
             while not self.stop.is_set():
                 self.requested.wait()

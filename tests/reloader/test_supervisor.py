@@ -327,6 +327,11 @@ def test_a_save_hands_the_next_worker_to_the_warm_process(warm: Driven) -> None:
     warm.message(process, event="went", preloaded=12)
     assert warm.said[-1] == "Started the worker warm: 12 modules were preloaded."
     assert warm.supervisor.warm.process is None  # the next comes once it serves
+    warm.ready(process)
+    warm.message(process, event="serving")
+    following = warm_process(warm)
+    assert following is not process
+    assert following.commands("preload")[0]["modules"] == ["json"]
 
 
 def test_a_warm_process_that_found_an_unsafe_module_is_replaced_without_it(
