@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -23,3 +24,14 @@ def collect_leaks() -> Iterator[None]:
     raises its ResourceWarning in the test that leaked it."""
     yield
     gc.collect()
+
+
+@pytest.fixture(autouse=True)
+def ca_dir(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> Path:
+    """Every test, and every server it starts, keeps its certificate authority
+    in a temporary directory: never the user's own."""
+    directory = tmp_path_factory.mktemp("ca") / "ca"
+    monkeypatch.setenv("RUNSERVER_PLUS_CA_DIR", str(directory))
+    return directory
