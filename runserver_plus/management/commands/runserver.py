@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO, cast
 from urllib.parse import urlparse
 
@@ -14,10 +15,11 @@ from django.core.management.commands import runserver as core
 from django.db import connections
 
 from runserver_plus import _compat, output, runner
-from runserver_plus.config import MAX_PORT, ServerConfig
+from runserver_plus.config import MAX_PORT, WILDCARD_ADDRESSES, ServerConfig
 
 if TYPE_CHECKING:
     from runserver_plus.server.wsgi import WSGIApp
+    from runserver_plus.tls.files import TLSFiles
 
 
 class _FlushingOutput(OutputWrapper):
@@ -42,6 +44,8 @@ class RunserverPlusMixin:
     checks and the banner stay Django's own."""
 
     options: dict[str, Any]
+    #: What build_config() chose to serve over TLS, for announce().
+    _tls_files: TLSFiles | None = None
 
     def add_arguments(self, parser: CommandParser) -> None:
         super().add_arguments(parser)  # type: ignore[misc]
@@ -87,12 +91,44 @@ class RunserverPlusMixin:
             action="store_true",
             help="Poll for changes instead of OS events (network, container mounts).",
         )
+        tls = parser.add_argument_group("runserver_plus HTTPS")
+        tls.add_argument(
+            "--https",
+            action="store_true",
+            help="Serve HTTPS on the port (plain HTTP there is redirected), with a "
+            "certificate from a local certificate authority unless --cert-file.",
+        )
+        tls.add_argument(
+            "--cert-file",
+            metavar="FILE",
+            help="Serve HTTPS with this PEM certificate (chain) instead.",
+        )
+        tls.add_argument(
+            "--key-file",
+            metavar="FILE",
+            help="The PEM key of --cert-file, when it is not in that file.",
+        )
+        tls.add_argument(
+            "--trust",
+            action="store_true",
+            help="Print where the local certificate authority is and how to trust "
+            "it on this platform, then exit.",
+        )
+        tls.add_argument(
+            "--install",
+            action="store_true",
+            help="With --trust, on Linux: perform those steps (system store, "
+            "Chromium's and Firefox's NSS databases) with the tools present.",
+        )
 
     def run(self, **options: Any) -> None:
         command: Any = self
         command.stdout = _flushing(command.stdout)
         command.stderr = _flushing(command.stderr)
         self.options = options
+        if options.get("trust") or options.get("install"):
+            self.trust(options)
+            return
         self.hand_off(self.build_config(options))
 
     def hand_off(self, config: ServerConfig) -> None:
@@ -115,6 +151,7 @@ class RunserverPlusMixin:
             display = "0.0.0.0"
         else:
             display = addr
+        tls = self._tls_files = self._tls(options, addr, ipv6=command.use_ipv6)
         return ServerConfig(
             addr=addr,
             port=port,
@@ -149,7 +186,73 @@ class RunserverPlusMixin:
             verbosity=int(options.get("verbosity", 1)),
             livereload=self._livereload(options),
             static_dirs=_static_dirs(),
+            https=tls is not None,
+            tls_cert=tls.cert_file if tls else "",
+            tls_key=tls.key_file if tls else "",
+            tls_ca=tls.ca_file if tls else "",
         )
+
+    def _tls(
+        self, options: dict[str, Any], addr: str, *, ipv6: bool
+    ) -> TLSFiles | None:
+        """The files to serve HTTPS with (None for plain HTTP), each problem
+        with them a one-line ``CommandError``."""
+        cert_file = options.get("cert_file") or ""
+        key_file = options.get("key_file") or ""
+        if key_file and not cert_file:
+            raise CommandError("--key-file goes with --cert-file.")
+        wanted = options.get("https") or getattr(
+            settings, "RUNSERVER_PLUS_HTTPS", False
+        )
+        if not (wanted or cert_file):
+            return None
+        # Imported only for HTTPS: cryptography takes a while to import.
+        from runserver_plus.tls import TLSSetupError, authority, files  # noqa: PLC0415
+
+        try:
+            if cert_file:
+                return files.user_files(cert_file, key_file)
+            wildcard = addr in WILDCARD_ADDRESSES
+            extra = output.reachable_addresses(ipv6) if wildcard else [addr]
+            names = authority.server_names(authority.local_hostname(), extra)
+            return files.local_files(_ca_dir(), names)
+        except TLSSetupError as error:
+            raise CommandError(str(error)) from None
+
+    def trust(self, options: dict[str, Any]) -> None:
+        """``--trust``: where the certificate authority is and how to trust it;
+        with ``--install``, on Linux, do it."""
+        from runserver_plus.tls import TLSSetupError, authority, trust  # noqa: PLC0415
+
+        if options.get("install") and not options.get("trust"):
+            raise CommandError("--install goes with --trust.")
+        try:
+            ca = authority.load_or_create_authority(_ca_dir())
+        except TLSSetupError as error:
+            raise CommandError(str(error)) from None
+        nickname = ca.common_name
+        self.write_out(
+            f"The local certificate authority of runserver --https is\n"
+            f"  {ca.cert_path}\n"
+            "Nothing trusts it until you say so. To trust it:\n\n"
+            + trust.instructions(ca.cert_path, nickname)
+        )
+        if not options.get("install"):
+            return
+        if not sys.platform.startswith("linux"):
+            raise CommandError("--install works on Linux only: follow the steps above.")
+        steps = trust.linux_steps(ca.cert_path, nickname, Path.home())
+        if not steps:
+            raise CommandError(
+                "--install found no update-ca-certificates, update-ca-trust or "
+                "certutil to run: follow the steps above."
+            )
+        self.write_out("\nPerforming the steps for this machine:")
+        for step, code in trust.perform(steps):
+            self.write_out(f"  {step.title}: {step.shell}")
+            if code != 0:
+                raise CommandError(f"{step.shell} failed with exit code {code}.")
+        self.write_out("Done; restart the browsers.")
 
     def _livereload(self, options: dict[str, Any]) -> bool:
         """On with ``--livereload`` or the setting, only with DEBUG and the reloader."""
@@ -195,11 +298,23 @@ class RunserverPlusMixin:
 
     def announce(self, port: int) -> None:
         command: Any = self
-        command.on_bind(port)
         config: ServerConfig = self.build_config(self.options)
+        command.protocol = config.scheme  # Django's on_bind() prints it
+        command.on_bind(port)
         if config.is_wildcard:
-            command.stdout.write(output.wildcard_banner(config.use_ipv6, port))
+            command.stdout.write(
+                output.wildcard_banner(config.use_ipv6, port, config.scheme)
+            )
             command.stdout.write(command.style.WARNING(output.WILDCARD_WARNING))
+        if self._tls_files is not None:
+            from runserver_plus.tls.trust import looks_trusted  # noqa: PLC0415
+
+            for warning in self._tls_files.warnings:
+                command.stderr.write(command.style.WARNING(f"WARNING: {warning}"))
+            trusted = looks_trusted(config.tls_cert, config.tls_key)
+            command.stdout.write(
+                output.trust_line(trusted=trusted, local_ca=config.tls_ca)
+            )
 
     def write_out(self, text: str) -> None:
         command: Any = self
@@ -216,6 +331,17 @@ class RunserverPlusMixin:
 def _setting(name: str) -> tuple[str, ...]:
     """A list setting ``RUNSERVER_PLUS_<name>`` (empty when unset)."""
     return tuple(str(v) for v in getattr(settings, f"RUNSERVER_PLUS_{name}", ()))
+
+
+def _ca_dir() -> Path:
+    """Where the local certificate authority lives: ``RUNSERVER_PLUS_CA_DIR``
+    in the environment, then the setting, then the user's data directory."""
+    from runserver_plus.tls.authority import CA_DIR_ENV, default_ca_dir  # noqa: PLC0415
+
+    setting = getattr(settings, "RUNSERVER_PLUS_CA_DIR", "")
+    if setting and not os.environ.get(CA_DIR_ENV):
+        return Path(setting)
+    return default_ca_dir()
 
 
 def _project_dir() -> str:
