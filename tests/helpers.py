@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -36,3 +37,9 @@ def wait_until(
                 f"{message} (still false after {timeout} s; last value: {value!r})"
             )
         pause.wait(min(interval, remaining))
+
+
+def make_dirs(root: Path, *relatives: str) -> None:
+    """Create each of ``relatives`` below ``root``, with its parents."""
+    for relative in relatives:
+        (root / relative).mkdir(parents=True, exist_ok=True)

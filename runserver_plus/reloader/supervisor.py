@@ -33,7 +33,8 @@ from runserver_plus.reloader.process import (
 from runserver_plus.reloader.warm import BOOTSTRAP as WARM_BOOTSTRAP
 
 if TYPE_CHECKING:
-    from runserver_plus.reloader.watcher import Changes, Watcher, WatchRules
+    from runserver_plus.reloader.rules import WatchRules
+    from runserver_plus.reloader.watcher import Changes, Watcher
     from runserver_plus.server.server import Server
 
 logger = logging.getLogger("django.utils.autoreload")
@@ -463,7 +464,7 @@ class Supervisor:
         self._handle_paths(paths)
 
     def _handle_paths(self, paths: list[str]) -> None:
-        from runserver_plus.reloader.watcher import Action  # noqa: PLC0415
+        from runserver_plus.reloader.rules import Action  # noqa: PLC0415
 
         restart: list[str] = []
         offer: list[str] = []
@@ -517,7 +518,7 @@ class Supervisor:
         return self.watcher
 
     def _make_rules(self) -> WatchRules:
-        from runserver_plus.reloader.watcher import WatchRules  # noqa: PLC0415
+        from runserver_plus.reloader.rules import WatchRules  # noqa: PLC0415
 
         return WatchRules(
             roots=tuple(sorted(self.roots)),
