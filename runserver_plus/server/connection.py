@@ -6,6 +6,7 @@ import contextlib
 import dataclasses
 import http
 import socket
+import ssl
 import sys
 import threading
 import time
@@ -37,6 +38,12 @@ from runserver_plus.server.response import (
     closing_response,
 )
 from runserver_plus.server.sockets import set_io_timeout
+from runserver_plus.server.tls import (
+    HANDSHAKE_RECORD,
+    TLSLayer,
+    https_location,
+    redirect_response,
+)
 from runserver_plus.server.wsgi import WSGIApp, WSGIEnviron, build_environ
 
 #: Unread request body we still read to keep a keep-alive connection in sync.
@@ -62,6 +69,9 @@ class ConnectionSettings:
     idle_timeout: float  # s, between requests on a kept-alive connection
     read_timeout: float  # s, per read while a request is arriving or sent
     keep_alive: bool  # False with --nothreading: one request per connection
+    #: The HTTPS port's context: TLS for a connection that starts with a
+    #: handshake, a redirect to https for one that starts in plain HTTP.
+    tls: ssl.SSLContext | None = None
 
 
 class Connection:
@@ -83,6 +93,11 @@ class Connection:
         self._idle = True
         self._closing = False
         self._served = 0  # requests answered so far
+        #: On the HTTPS port: whether the first bytes are still to decide
+        #: between TLS and plain HTTP (which is only redirected).
+        self._sorting = settings.tls is not None
+        self._tls: TLSLayer | None = None
+        self._redirect = False
         #: The receive timeout in force. The send timeout never changes: it
         #: is set once, as each change costs system calls.
         self._timeout: float | None = None
@@ -144,10 +159,43 @@ class Connection:
         if timeout != self._timeout:  # idle between requests, or reading one
             set_io_timeout(self.sock, timeout, send=False)
             self._timeout = timeout
+        while True:
+            try:
+                raw = self.sock.recv(RECV_SIZE)
+            except (BlockingIOError, TimeoutError) as error:
+                raise ClientGone("timed out") from error
+            data = self._take_in(raw)
+            if data is None:
+                return b""  # the client closed, or its TLS failed
+            if data or not raw:
+                return data
+            # TLS: part of the handshake or of a record; read on.
+
+    def _take_in(self, raw: bytes) -> bytes | None:
+        """The request bytes in what the socket gave: ``raw`` itself in plain
+        HTTP; decrypted on a TLS connection (``b""`` while the handshake goes
+        on; None when the client closed TLS or it failed)."""
+        if self._sorting and raw:
+            self._sorting = False
+            if raw[0] == HANDSHAKE_RECORD:
+                assert self.settings.tls is not None
+                self._tls = TLSLayer(self.settings.tls)
+            else:
+                self._redirect = True
+        tls = self._tls
+        if tls is None:
+            return raw
         try:
-            return self.sock.recv(RECV_SIZE)
-        except (BlockingIOError, TimeoutError) as error:
-            raise ClientGone("timed out") from error
+            data = tls.receive(raw)
+        except ssl.SSLError:
+            data = None  # a client that refused our certificate, or noise
+        reply = tls.outgoing()
+        if reply:
+            try:
+                self._send_raw(reply)
+            except ClientWentAway:
+                return None
+        return data
 
     def _recv_body(self) -> bytes:
         """Bytes while a body arrives; ``ClientGone`` on EOF or timeout."""
@@ -184,8 +232,14 @@ class Connection:
 
     @property
     def has_partial_request(self) -> bool:
-        """Whether bytes of a request that has not arrived whole are buffered."""
-        return bool(self._buffer)
+        """Whether bytes of a request that has not arrived whole are buffered,
+        or, on the HTTPS port, the TLS handshake is not over: either way the
+        client gets the read timeout, not the idle one."""
+        return bool(self._buffer) or self._handshaking
+
+    @property
+    def _handshaking(self) -> bool:
+        return self._sorting or (self._tls is not None and not self._tls.handshaken)
 
     def receive_ready(self, *, wait: bool = True) -> bool:
         """Take what the client sent; False when it closed, reset or spoke TLS.
@@ -197,11 +251,17 @@ class Connection:
         if not wait and not _DONT_WAIT:
             return True
         try:
-            data = self.sock.recv(RECV_SIZE, _DONT_WAIT)
+            raw = self.sock.recv(RECV_SIZE, _DONT_WAIT)
         except BlockingIOError:
             return True  # a spurious wake-up: nothing to read after all
         except OSError:
             return False  # reset by the client
+        data = self._take_in(raw)
+        if data is None:
+            return False
+        if raw and not data:  # TLS: the handshake goes on, a record half here
+            self._idle = False
+            return True
         return self._received(data)
 
     def _received(self, data: bytes) -> bool:
@@ -226,7 +286,9 @@ class Connection:
                     return None
                 self._idle = not buffer
             timeout = (
-                self.settings.read_timeout if buffer else self.settings.idle_timeout
+                self.settings.read_timeout
+                if self.has_partial_request
+                else self.settings.idle_timeout
             )
             try:
                 data = self._recv(timeout)
@@ -267,6 +329,9 @@ class Connection:
             request, conn = parse_head(head)
         except ProtocolError as error:
             self._send_error(error, request_line, started)
+            return False
+        if self._redirect:
+            self._send_redirect(request, request_line, started)
             return False
         reader: RequestBody | NoBody
         body: IO[bytes] | RequestBody | NoBody
@@ -343,11 +408,30 @@ class Connection:
             return b"close" not in tokens
         return b"keep-alive" in tokens  # HTTP/1.0 asks for it, as Django allows
 
+    def _send_redirect(
+        self, request: RequestHead, request_line: str, started: float
+    ) -> None:
+        """Plain HTTP on the HTTPS port: 308 to the same URL in https."""
+        host = next((v for n, v in request.headers if n == b"host"), None)
+        environ = self.settings.base_environ
+        location = https_location(
+            host, request.target, f"{environ['SERVER_NAME']}:{environ['SERVER_PORT']}"
+        )
+        try:
+            self._sendall(redirect_response(location, head=request.method == b"HEAD"))
+        except ClientGone:
+            return
+        output.log_request(
+            request_line, 308, 0, time.perf_counter() - started, self.sock
+        )
+
     def _send_error(
         self, error: ProtocolError, request_line: str, started: float
     ) -> None:
         """Answer a request the server rejects itself, then close; without the
         body when the request line, however malformed, asks for HEAD."""
+        if self._handshaking:
+            return  # no HTTP yet: a TLS client that stalled in its handshake
         output.log_protocol_error(error.status, error.reason, self.sock)
         phrase = http.HTTPStatus(error.status).phrase
         body = f"{error.status} {phrase}\n\n{error.reason}\n".encode()
@@ -375,6 +459,9 @@ class Connection:
                     continue
                 self._sendall(b"".join(pending))
                 pending = []
+                if self._tls is not None:
+                    self._send_file_through_tls(part)
+                    continue
                 # sendfile() on a blocking socket would wait for a stalled
                 # client forever: bound it the slower way.
                 self.sock.settimeout(self.settings.read_timeout)
@@ -390,7 +477,23 @@ class Connection:
                 pending.append(part)
         self._sendall(b"".join(pending))
 
+    def _send_file_through_tls(self, part: FileSpan) -> None:
+        """``sendfile`` cannot encrypt: read the file and write it in pieces."""
+        part.file.seek(part.offset)
+        left = part.count
+        while left:
+            piece = part.file.read(min(left, MAX_SEND))
+            if not piece:
+                raise ClientWentAway("the file is shorter than announced")
+            self._sendall(piece)
+            left -= len(piece)
+
     def _sendall(self, data: bytes) -> None:
+        if self._tls is not None:
+            data = self._tls.encrypt(data) if data else b""
+        self._send_raw(data)
+
+    def _send_raw(self, data: bytes) -> None:
         try:
             if len(data) <= MAX_SEND:
                 if data:

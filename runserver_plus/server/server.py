@@ -18,6 +18,7 @@ from runserver_plus.server.connection import Connection, ConnectionSettings
 from runserver_plus.server.loop import AcceptGate, EventLoop
 from runserver_plus.server.sockets import bound_port
 from runserver_plus.server.wsgi import WSGIApp, base_environ
+from runserver_plus.tls.context import server_context
 
 
 def server_name(addr: str) -> str:
@@ -59,6 +60,10 @@ class Server:
         self._slots = threading.BoundedSemaphore(config.max_threads)
         self._names = itertools.count(1)
         self._name = server_name(config.addr)
+        #: Made here, in the process that serves, from the files the command chose.
+        self._tls = (
+            server_context(config.tls_cert, config.tls_key) if config.https else None
+        )
 
     # --- control, from any thread ------------------------------------------
 
@@ -167,11 +172,16 @@ class Server:
     def _settings(self, peer: tuple[str, int]) -> ConnectionSettings:
         return ConnectionSettings(
             base_environ=base_environ(
-                self._name, self.port, str(peer[0]), multithread=True
+                self._name,
+                self.port,
+                str(peer[0]),
+                multithread=True,
+                url_scheme=self.config.scheme,
             ),
             idle_timeout=self.config.idle_timeout,
             read_timeout=self.config.read_timeout,
             keep_alive=self.config.use_threading,
+            tls=self._tls,
         )
 
     def _accept(self) -> tuple[socket.socket, tuple[str, int]] | None:
