@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import ipaddress
 from pathlib import Path
 
 from cryptography import x509
@@ -37,7 +38,7 @@ def user_pair(
         .not_valid_before(start)
         .not_valid_after(end)
         .add_extension(
-            x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), False
+            x509.SubjectAlternativeName([_general_name(n) for n in names]), False
         )
         .sign(key, hashes.SHA256())
     )
@@ -55,3 +56,10 @@ def user_pair(
         )
     )
     return cert_path, key_path
+
+
+def _general_name(name: str) -> x509.GeneralName:
+    try:
+        return x509.IPAddress(ipaddress.ip_address(name))
+    except ValueError:
+        return x509.DNSName(name)
