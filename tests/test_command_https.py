@@ -12,8 +12,8 @@ from django.core.management.base import CommandError
 
 from runserver_plus.tls.authority import CA_CERT_FILE, certificate_names
 from tests.certs import user_pair
-from tests.test_command import config_for, run
-from tests.test_tls_units import make_nss_db, nss_only_path  # noqa: F401
+from tests.test_command import RecordingCommand, config_for, run
+from tests.test_tls_units import TIMEOUT, make_nss_db, nss_only_path  # noqa: F401
 
 
 def served_names(cert_file: str) -> list[str]:
@@ -103,9 +103,17 @@ def test_bad_input_is_a_one_line_command_error(tmp_path, monkeypatch, case, mess
     assert "\n" not in str(error.value)
 
 
+def announced(command: RecordingCommand, port: int) -> None:
+    """``announce()``, and the trust line it prints from a thread."""
+    command.announce(port)
+    assert command.trust_reported is not None
+    command.trust_reported.join(TIMEOUT)
+    assert not command.trust_reported.is_alive()
+
+
 def test_the_banner_prints_https_urls_and_the_trust_line(ca_dir):
     command = run("--https", "127.0.0.1:0")
-    command.announce(43210)
+    announced(command, 43210)
     out = command.stdout._out.getvalue()  # type: ignore[attr-defined]
     assert "development server at https://127.0.0.1:43210/\n" in out
     assert (
@@ -120,7 +128,7 @@ def test_the_trust_line_says_trusted_when_the_system_store_has_it(
     command = run("--https", "0.0.0.0:8000")
     monkeypatch.setenv("SSL_CERT_FILE", str(ca_dir / CA_CERT_FILE))
     monkeypatch.setenv("SSL_CERT_DIR", str(tmp_path / "none"))
-    command.announce(8000)
+    announced(command, 8000)
     out = command.stdout._out.getvalue()  # type: ignore[attr-defined]
     assert "  https://127.0.0.1:8000/" in out
     assert (
@@ -132,7 +140,7 @@ def test_the_trust_line_says_trusted_when_the_system_store_has_it(
 def test_an_expired_certificate_is_a_warning_in_the_banner(tmp_path):
     cert, key = user_pair(tmp_path, expired=True)
     command = run("--cert-file", str(cert), "--key-file", str(key))
-    command.announce(8000)
+    announced(command, 8000)
     err = command.stderr._out.getvalue()  # type: ignore[attr-defined]
     assert f"WARNING: The certificate in {cert} expired on " in err
     out = command.stdout._out.getvalue()  # type: ignore[attr-defined]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO, cast
 from urllib.parse import urlparse
@@ -46,6 +47,8 @@ class RunserverPlusMixin:
     options: dict[str, Any]
     #: What build_config() chose to serve over TLS, for announce().
     _tls_files: TLSFiles | None = None
+    #: Prints the banner's trust line, after the rest of the banner.
+    trust_reported: threading.Thread | None = None
 
     def add_arguments(self, parser: CommandParser) -> None:
         super().add_arguments(parser)  # type: ignore[misc]
@@ -307,14 +310,23 @@ class RunserverPlusMixin:
             )
             command.stdout.write(command.style.WARNING(output.WILDCARD_WARNING))
         if self._tls_files is not None:
-            from runserver_plus.tls.trust import looks_trusted  # noqa: PLC0415
-
             for warning in self._tls_files.warnings:
                 command.stderr.write(command.style.WARNING(f"WARNING: {warning}"))
-            trusted = looks_trusted(config.tls_cert, config.tls_key)
-            command.stdout.write(
-                output.trust_line(trusted=trusted, local_ca=config.tls_ca)
+            # Loading the system's trust store takes tens of milliseconds: a
+            # restart does not wait for it to serve.
+            self.trust_reported = threading.Thread(
+                target=self._report_trust,
+                args=(config,),
+                name="runserver_plus-trust",
+                daemon=True,
             )
+            self.trust_reported.start()
+
+    def _report_trust(self, config: ServerConfig) -> None:
+        from runserver_plus.tls.trust import looks_trusted  # noqa: PLC0415
+
+        trusted = looks_trusted(config.tls_cert, config.tls_key)
+        self.write_out(output.trust_line(trusted=trusted, local_ca=config.tls_ca))
 
     def write_out(self, text: str) -> None:
         command: Any = self
