@@ -421,8 +421,9 @@ class Connection:
             self._sendall(redirect_response(location, head=request.method == b"HEAD"))
         except ClientGone:
             return
+        # "-" for the size, as for the other answers the server makes itself.
         output.log_request(
-            request_line, 308, 0, time.perf_counter() - started, self.sock
+            request_line, 308, None, time.perf_counter() - started, self.sock
         )
 
     def _send_error(
