@@ -7,6 +7,9 @@ import dataclasses
 # Ports are 16-bit; Django only finds out at bind() time, with a traceback.
 MAX_PORT = 65535
 
+#: A statement shape run this many times in one request is warned about.
+DEFAULT_SQL_REPEAT_THRESHOLD = 10
+
 #: Addresses that mean "every interface" in Django's addrport forms.
 WILDCARD_ADDRESSES = frozenset({"0", "0.0.0.0", "::"})
 
@@ -59,6 +62,11 @@ class ServerConfig:
     preload: bool = True
     #: Django's ``-v``: at 2, the supervisor says how each worker started.
     verbosity: int = 1
+    #: Companion commands (``--run``), each split into its arguments; the
+    #: supervisor starts them once the first worker serves.
+    run_commands: tuple[tuple[str, ...], ...] = ()
+    #: Whether console output is coloured (Django's decision for the command).
+    colour: bool = False
 
     # HTTPS (``--https``): the files are chosen and checked by the command;
     # the process that serves loads them into its TLS context.
@@ -73,6 +81,14 @@ class ServerConfig:
     livereload: bool = False
     #: Local directories of the staticfiles finders, watched for live reload.
     static_dirs: tuple[str, ...] = ()
+
+    # --print-sql (worker side).
+    #: Add each request's query count and time to its access line.
+    print_sql: bool = False
+    #: Also print each query after the line (``-v 2``).
+    print_sql_queries: bool = False
+    #: Warn when one statement shape runs this often in a request (0: never).
+    sql_repeat_threshold: int = DEFAULT_SQL_REPEAT_THRESHOLD
 
     @property
     def url(self) -> str:

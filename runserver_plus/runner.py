@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Protocol
 from django.utils import autoreload
 from django.utils.autoreload import DJANGO_AUTORELOAD_ENV
 
-from runserver_plus import output
+from runserver_plus import banner
 from runserver_plus.config import ServerConfig
 from runserver_plus.reloader.control import take_worker_marker
 from runserver_plus.server.sockets import bind_error_message, bind_socket
@@ -74,14 +74,14 @@ def run(config: ServerConfig, host: Host) -> None:
     else:
         from runserver_plus.reloader.supervisor import Supervisor  # noqa: PLC0415
 
-        output.enable_windows_colours()
+        banner.enable_windows_colours()
         sock = bind_or_exit(config, host)
         Supervisor(config, sock, host.write_err).run()
 
 
 def run_single(config: ServerConfig, host: Host) -> None:
     """``--noreload``: checks, bind, banner and serve in this one process."""
-    output.enable_windows_colours()
+    banner.enable_windows_colours()
     # Stop signals are handled from the start, so Ctrl-C right after the
     # banner (or during the checks) still ends quietly with exit code 0.
     with stop_signals():

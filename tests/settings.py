@@ -32,6 +32,16 @@ DATABASES = {
                 tempfile.gettempdir(), f"rsp-tests-{os.getpid()}.sqlite3"
             )
         },
-    }
+    },
+    # A second database, for what --print-sql shows when there are several.
+    "other": {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": ":memory:",
+        "TEST": {
+            "NAME": os.path.join(
+                tempfile.gettempdir(), f"rsp-tests-{os.getpid()}-other.sqlite3"
+            )
+        },
+    },
 }
 USE_TZ = True

@@ -177,7 +177,8 @@ def test_help_hides_what_django_hides_and_lists_our_options():
     assert "--verbosity" not in text
     assert "--traceback" not in text
     for option in ("--nostatic", "--insecure", "--skip-checks", "--watch-dir",
-                   "--watch-include", "--watch-exclude", "--watch-poll"):  # fmt: skip
+                   "--watch-include", "--watch-exclude", "--watch-poll",
+                   "--print-sql", "--run"):  # fmt: skip
         assert option in text
 
 
@@ -330,3 +331,115 @@ def test_importing_the_command_module_reads_no_settings(tmp_path):
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
+
+
+# --- --print-sql ---------------------------------------------------------------
+
+
+def query_layers(handler: object) -> list[object]:
+    """The ``--print-sql`` layers in a handler chain."""
+    from runserver_plus.queries import QueryLogApp
+
+    found = []
+    while handler is not None:
+        if isinstance(handler, QueryLogApp):
+            found.append(handler)
+        handler = getattr(handler, "app", None)
+    return found
+
+
+def test_print_sql_reaches_the_config_and_verbosity_2_adds_each_query():
+    assert config_for().print_sql is False
+    config = config_for("--print-sql")
+    assert (config.print_sql, config.print_sql_queries) == (True, False)
+    assert config.sql_repeat_threshold == 10
+    config = config_for("--print-sql", "-v", "2")
+    assert (config.print_sql, config.print_sql_queries) == (True, True)
+    assert config_for("-v", "2").print_sql_queries is False
+
+
+def test_print_sql_and_its_threshold_as_settings(settings):
+    settings.RUNSERVER_PLUS_PRINT_SQL = True
+    settings.RUNSERVER_PLUS_SQL_REPEAT_THRESHOLD = 0
+    config = config_for()
+    assert (config.print_sql, config.sql_repeat_threshold) == (True, 0)
+
+
+@pytest.mark.parametrize("value", [1, -1, "10", 2.5, True, None])
+def test_a_bad_repeat_threshold_is_a_command_error(settings, value):
+    settings.RUNSERVER_PLUS_SQL_REPEAT_THRESHOLD = value
+    with pytest.raises(CommandError, match=r"RUNSERVER_PLUS_SQL_REPEAT_THRESHOLD must"):
+        run("--print-sql")
+
+
+def test_print_sql_puts_its_layer_right_behind_djangos_handler(settings):
+    from django.core.handlers.wsgi import WSGIHandler
+
+    settings.DEBUG = True
+    command = run("--print-sql")
+    handler = command.get_handler(**command.options)
+    assert isinstance(handler, StaticFilesApp)
+    (layer,) = query_layers(handler)
+    assert isinstance(layer.app, WSGIHandler)  # type: ignore[attr-defined]
+
+
+def test_without_print_sql_there_is_no_query_layer(settings):
+    settings.DEBUG = True
+    command = run()
+    assert query_layers(command.get_handler(**command.options)) == []
+    command = run("--nostatic")
+    assert query_layers(command.get_handler(**command.options)) == []
+
+
+# --- --run -------------------------------------------------------------------------
+
+
+def test_run_commands_are_split_as_a_shell_would_without_one(settings):
+    settings.RUNSERVER_PLUS_RUN = ["npx tailwindcss -i in.css -o 'static/out put.css'"]
+    config = config_for("--run", "esbuild app.js --watch", "--run=echo $HOME")
+    assert config.run_commands == (
+        ("npx", "tailwindcss", "-i", "in.css", "-o", "static/out put.css"),
+        ("esbuild", "app.js", "--watch"),
+        ("echo", "$HOME"),
+    )
+    assert config_for().run_commands == (
+        ("npx", "tailwindcss", "-i", "in.css", "-o", "static/out put.css"),
+    )
+
+
+def test_run_with_noreload_is_a_command_error_that_says_why():
+    with pytest.raises(CommandError) as error:
+        run("--noreload", "--run", "npx tailwindcss --watch")
+    assert str(error.value) == (
+        "--run needs the reloader: its commands are started and stopped by the "
+        "supervisor process, which --noreload leaves out."
+    )
+
+
+def test_the_run_setting_is_left_out_with_noreload(settings):
+    settings.RUNSERVER_PLUS_RUN = ["npx tailwindcss --watch"]
+    assert config_for("--noreload").run_commands == ()
+
+
+@pytest.mark.parametrize(
+    ("command", "message"),
+    [
+        ("npx 'unclosed", '--run "npx \'unclosed": No closing quotation.'),
+        ("", "--run needs a command; it got an empty one."),
+        ("   ", "--run needs a command; it got an empty one."),
+    ],
+)
+def test_a_run_command_that_cannot_be_split_is_a_command_error(command, message):
+    with pytest.raises(CommandError) as error:
+        run("--run", command)
+    assert str(error.value) == message
+
+
+def test_the_colour_decision_is_djangos(monkeypatch):
+    # Django's runserver sets DJANGO_COLORS=nocolor for --no-color, for good:
+    # setenv() first, so that teardown puts back what was there before.
+    monkeypatch.setenv("DJANGO_COLORS", "")
+    assert config_for("--force-color").colour is True
+    assert config_for("--no-color").colour is False
+    monkeypatch.setenv("DJANGO_COLORS", "nocolor")
+    assert config_for("--force-color").colour is False

@@ -53,7 +53,7 @@ def test_the_ca_dir_setting_is_used_without_the_environment(
 
 
 def test_a_wildcard_address_adds_the_lan_addresses_the_banner_lists(settings):
-    from runserver_plus.output import reachable_addresses
+    from runserver_plus.banner import reachable_addresses
 
     names = served_names(config_for("--https", "0.0.0.0:8000").tls_cert)
     for address in reachable_addresses(ipv6=False):

@@ -37,7 +37,10 @@
   function handle(message) {
     if (message.type === "css") {
       swapStylesheets();
-    } else if (message.type === "reload") {
+    } else if (message.type === "reload" || message.type === "broken") {
+      // "broken": the supervisor answers for a project that cannot start;
+      // reloading shows its error page at this URL, without a history entry,
+      // and that page reloads this URL again once the code is fixed.
       location.reload();
     }
   }

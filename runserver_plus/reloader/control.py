@@ -8,14 +8,144 @@ import os
 import socket
 import threading
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Literal, TypedDict
 
 from runserver_plus.server.sockets import adopt_socket
 
 #: Environment variable carrying ``<listening fd>:<control fd>`` to a worker.
 WORKER_ENV = "RUNSERVER_PLUS_WORKER"
 
-Message = dict[str, Any]
+
+# What the supervisor tells a worker (or a warm process).
+
+
+class StopCommand(TypedDict):
+    """Stop accepting, drain, exit."""
+
+    command: Literal["stop"]
+
+
+class WatchingCommand(TypedDict):
+    """Every directory the worker asked for is watched: serve."""
+
+    command: Literal["watching"]
+
+
+class OfferCommand(TypedDict):
+    """Send Django's ``file_changed`` for these paths; answer with the result."""
+
+    command: Literal["offer"]
+    id: int
+    paths: list[str]
+
+
+class PreloadCommand(TypedDict):
+    """A warm process: import these modules (see warm.py)."""
+
+    command: Literal["preload"]
+    modules: list[str]
+    roots: list[str]
+    lock_dirs: list[str]
+
+
+class GoCommand(TypedDict):
+    """A warm process: become the worker."""
+
+    command: Literal["go"]
+
+
+# What a worker (or a warm process) tells the supervisor.
+
+
+class WatchDirEvent(TypedDict):
+    """A receiver of ``autoreload_started`` called ``watch_dir()``."""
+
+    event: Literal["watch_dir"]
+    path: str
+    glob: str
+
+
+class ModulesEvent(TypedDict):
+    """Module files imported since the last report (their folders are watched)."""
+
+    event: Literal["modules"]
+    files: list[str]
+
+
+class PreloadableEvent(TypedDict):
+    """Modules imported from outside the project since the last report."""
+
+    event: Literal["preloadable"]
+    modules: list[str]
+
+
+class ReadyEvent(TypedDict):
+    """Loaded and checked; serves once the supervisor says it is watching."""
+
+    event: Literal["ready"]
+
+
+class ServingEvent(TypedDict):
+    """The banner is printed; requests are served."""
+
+    event: Literal["serving"]
+
+
+class OfferResultEvent(TypedDict):
+    """Whether the offered paths were claimed by a ``file_changed`` receiver."""
+
+    event: Literal["offer_result"]
+    id: int
+    claimed: bool
+    unclaimed: list[str]
+
+
+class PreloadedEvent(TypedDict):
+    """A warm process imported all it was sent so far."""
+
+    event: Literal["preloaded"]
+    preloaded: int
+
+
+class UnsafeEvent(TypedDict):
+    """A warm process imported something a worker must not inherit; it exits."""
+
+    event: Literal["unsafe"]
+    modules: list[str]
+    why: str
+
+
+class StaleEvent(TypedDict):
+    """A warm process told to go found a file it imported changed; it exits."""
+
+    event: Literal["stale"]
+    path: str
+
+
+class WentEvent(TypedDict):
+    """A warm process became the worker."""
+
+    event: Literal["went"]
+    preloaded: int
+
+
+Command = StopCommand | WatchingCommand | OfferCommand | PreloadCommand | GoCommand
+Event = (
+    WatchDirEvent
+    | ModulesEvent
+    | PreloadableEvent
+    | ReadyEvent
+    | ServingEvent
+    | OfferResultEvent
+    | PreloadedEvent
+    | UnsafeEvent
+    | StaleEvent
+    | WentEvent
+)
+#: What is sent.
+Message = Command | Event
+#: What is received: a JSON object, checked by the receiver's ``match``.
+Received = dict[str, Any]
 
 
 class Channel:
@@ -36,7 +166,7 @@ class Channel:
                 return False
         return True
 
-    def __iter__(self) -> Iterator[Message]:
+    def __iter__(self) -> Iterator[Received]:
         """Messages until the other side closes (or sends garbage)."""
         while True:
             try:

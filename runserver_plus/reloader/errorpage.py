@@ -5,8 +5,9 @@ from __future__ import annotations
 import html
 import json
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
+from runserver_plus.livereload.middleware import EVENTS_PATH, HEARTBEAT, RETRY
 from runserver_plus.server.wsgi import StartResponse, WSGIEnviron, respond
 
 #: The reserved path the error page polls; a worker's 404 for it also means
@@ -75,6 +76,8 @@ class ErrorPage:
     ) -> Iterable[bytes]:
         if environ.get("PATH_INFO") == STATUS_PATH:
             return self._status(environ, start_response)
+        if environ.get("PATH_INFO") == EVENTS_PATH:
+            return self._events(environ, start_response)
         return respond(
             start_response,
             "500 Internal Server Error",
@@ -93,6 +96,29 @@ class ErrorPage:
         return respond(
             start_response, "200 OK", "application/json", json.dumps(state).encode()
         )
+
+    def _events(
+        self, environ: WSGIEnviron, start_response: StartResponse
+    ) -> Iterable[bytes]:
+        """The live reload stream of the tabs open when the code broke (they
+        reconnect into the backlog when the worker stops): tell them at once,
+        so they reload and show this page; end when the code changes."""
+        environ["runserver_plus.quiet"] = True
+        start_response(
+            "200 OK",
+            [
+                ("Content-Type", "text/event-stream"),
+                ("Cache-Control", "no-store"),
+                ("X-Accel-Buffering", "no"),
+            ],
+        )
+        return self._broken_stream()
+
+    def _broken_stream(self) -> Iterator[bytes]:
+        broken = json.dumps({"type": "broken", "id": self.error_id})
+        yield f"retry: {RETRY}\nevent: change\ndata: {broken}\n\n".encode()
+        while not self._done.wait(HEARTBEAT):
+            yield b": ping\n\n"
 
     def render(self) -> str:
         title = self.title

@@ -13,10 +13,18 @@ from collections.abc import Callable, Sequence
 
 from django.utils import autoreload
 
-from runserver_plus.reloader.control import WORKER_ENV, Channel, Message, worker_marker
+from runserver_plus.reloader.control import (
+    WORKER_ENV,
+    Channel,
+    Command,
+    Received,
+    worker_marker,
+)
 
 #: Time a stopped worker gets beyond the drain bound before it is killed.
 KILL_GRACE = 1.0  # s
+#: How long the exit of a worker may wait for its messages to be read.
+READER_DRAIN = 1.0  # s
 #: The tail of a worker's stderr kept for the error page.
 STDERR_TAIL = 64 * 1024  # bytes
 #: What Django's reloader thread prints when ``django.setup()`` failed and
@@ -29,7 +37,7 @@ class WorkerMessage:
     """A message a worker sent on its control channel."""
 
     worker: WorkerProcess
-    message: Message
+    message: Received
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,14 +110,18 @@ class WorkerProcess:
         finally:
             theirs.close()
         self.started = time.monotonic()
-        for target, name in (
-            (self._read_messages, "messages"),
-            (self._tee_stderr, "stderr"),
-            (self._wait, "wait"),
-        ):
+        self._reader = threading.Thread(
+            target=self._read_messages, name="runserver_plus-worker-messages"
+        )
+        for thread in (
+            self._reader,
             threading.Thread(
-                target=target, name=f"runserver_plus-worker-{name}", daemon=True
-            ).start()
+                target=self._tee_stderr, name="runserver_plus-worker-stderr"
+            ),
+            threading.Thread(target=self._wait, name="runserver_plus-worker-wait"),
+        ):
+            thread.daemon = True
+            thread.start()
 
     @property
     def pid(self) -> int:
@@ -147,9 +159,11 @@ class WorkerProcess:
 
     def _wait(self) -> None:
         code = self.process.wait()
+        # Its last messages (a warm process's "went", say) come before its exit.
+        self._reader.join(READER_DRAIN)
         self._post(WorkerExited(self, code))
 
-    def send(self, message: Message) -> None:
+    def send(self, message: Command) -> None:
         self.channel.send(message)
 
     def go(self, generation: int) -> bool:

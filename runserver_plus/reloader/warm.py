@@ -55,6 +55,8 @@ BOOTSTRAP = (
 #: The nice value of the preloading thread (Linux sets it per thread, so the
 #: worker this process becomes keeps the normal priority).
 PRELOAD_NICE = 10
+#: The process name ``ps`` and ``top`` show while it waits (Linux).
+PROCESS_NAME = "runserver-warm"
 #: Files changed this long before the process started count as changed
 #: after it: file systems with coarse timestamps round them down.
 TIMESTAMP_SLACK = 2_000_000_000  # ns
@@ -72,6 +74,7 @@ def main() -> None:
     # Ctrl-C in the terminal reaches the whole process group; the supervisor,
     # not the terminal, ends a warm process.
     previous_sigint = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    name = _rename(PROCESS_NAME)
     os.environ.pop("DJANGO_SETTINGS_MODULE", None)
     channel = Channel(adopt_socket(marker[1]))
     preloader = Preloader(channel)
@@ -79,16 +82,22 @@ def main() -> None:
         target=preloader.run, name="runserver_plus-preload", daemon=True
     )
     thread.start()
-    go: control.Message | None = None
+    go = False
     for message in channel:
-        if message.get("command") == "preload":
-            preloader.add(message)
-        elif message.get("command") == "go":
-            go = message
-            break
+        match message:
+            case {
+                "command": "preload",
+                "modules": [*modules],
+                "roots": [*roots],
+                "lock_dirs": [*lock_dirs],
+            }:
+                preloader.add(modules, roots, lock_dirs)
+            case {"command": "go"}:
+                go = True
+                break
     preloader.stop()
     thread.join()
-    if go is None:
+    if not go:
         os._exit(0)  # the supervisor is gone: nothing to become
     stale = changed_since(preloader.imported_files(), started)
     if stale is not None:
@@ -96,6 +105,7 @@ def main() -> None:
         os._exit(0)
     channel.send({"event": "went", "preloaded": preloader.loaded})
     control.hand_over(channel)
+    _rename(name)
     os.environ.clear()
     os.environ.update(environ)
     sys.path[:] = path
@@ -117,10 +127,13 @@ class Preloader:
         self.lock_dirs: tuple[str, ...] = ()
         self.system = system_prefixes()
 
-    def add(self, message: control.Message) -> None:
-        self.roots = tuple(os.path.join(r, "") for r in message.get("roots", ()))
-        self.lock_dirs = tuple(message.get("lock_dirs", ()))
-        self.pending.put(list(message.get("modules", ())))
+    def add(
+        self, modules: Sequence[str], roots: Sequence[str], lock_dirs: Sequence[str]
+    ) -> None:
+        """Import ``modules``, judging by ``roots`` what is the project's."""
+        self.roots = tuple(os.path.join(str(r), "") for r in roots)
+        self.lock_dirs = tuple(str(d) for d in lock_dirs)
+        self.pending.put([str(m) for m in modules])
 
     def stop(self) -> None:
         self.stopping.set()
@@ -228,6 +241,21 @@ def _forget(names: set[str]) -> None:
         if parent in sys.modules:
             with contextlib.suppress(AttributeError):
                 delattr(sys.modules[parent], child)
+
+
+def _rename(name: str | None) -> str | None:
+    """Set this process's name as ``ps`` shows it; return the one it had
+    (None where the platform has no such name)."""
+    if name is None:
+        return None
+    try:
+        with open("/proc/self/comm", "r+") as comm:
+            previous = comm.read().rstrip("\n")
+            comm.seek(0)
+            comm.write(name)
+    except OSError:
+        return None
+    return previous
 
 
 def _lower_priority() -> None:

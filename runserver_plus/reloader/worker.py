@@ -171,6 +171,7 @@ class Worker:
         if self.stop.is_set():
             return
         self.host.announce(self.listen.getsockname()[1])
+        self.channel.send({"event": "serving"})
         reporter = _ModuleReporter(self.reloader, self.stop, self.config)
         threading.Thread(
             target=reporter.run, name="runserver_plus-modules", daemon=True
@@ -194,21 +195,21 @@ class Worker:
     def _obey(self) -> None:
         """Handle the supervisor's messages; its disappearance stops the worker."""
         for message in self.channel:
-            command = message.get("command")
-            if command == "stop":
-                break
-            if command == "watching":
-                self.watching.set()
-            elif command == "offer":
-                unclaimed = self._offer([str(p) for p in message.get("paths", [])])
-                self.channel.send(
-                    {
-                        "event": "offer_result",
-                        "id": message.get("id"),
-                        "claimed": not unclaimed,
-                        "unclaimed": unclaimed,
-                    }
-                )
+            match message:
+                case {"command": "stop"}:
+                    break
+                case {"command": "watching"}:
+                    self.watching.set()
+                case {"command": "offer", "id": int(offer_id), "paths": [*paths]}:
+                    unclaimed = self._offer([str(p) for p in paths])
+                    self.channel.send(
+                        {
+                            "event": "offer_result",
+                            "id": offer_id,
+                            "claimed": not unclaimed,
+                            "unclaimed": unclaimed,
+                        }
+                    )
         else:
             self.orphaned.set()  # the channel closed: the supervisor is gone
         self.stop.set()

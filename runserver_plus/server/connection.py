@@ -16,7 +16,7 @@ from typing import IO, Any
 
 import h11
 
-from runserver_plus import output
+from runserver_plus.server import log
 from runserver_plus.server.request import (
     HEAD_END,
     MAX_HEAD,
@@ -267,8 +267,8 @@ class Connection:
     def _received(self, data: bytes) -> bool:
         if not data:
             return False
-        if not self._buffer and data.startswith(output.TLS_HANDSHAKE_PREFIX):
-            output.log_tls_attempt(self.sock)
+        if not self._buffer and data.startswith(log.TLS_HANDSHAKE_PREFIX):
+            log.log_tls_attempt(self.sock)
             return False
         self._buffer += data
         self._idle = False
@@ -373,12 +373,13 @@ class Connection:
         if not response.completed:
             return False  # the response could not be finished: close to show it
         if not environ.get("runserver_plus.quiet"):
-            output.log_request(
+            log.log_request(
                 request_line,
                 response.status,
                 response.sent,
                 time.perf_counter() - started,
                 self.sock,
+                note=environ.get(log.ACCESS_NOTE),
             )
         self._served += 1
         if not response.keep_alive:
@@ -422,7 +423,7 @@ class Connection:
         except ClientGone:
             return
         # "-" for the size, as for the other answers the server makes itself.
-        output.log_request(
+        log.log_request(
             request_line, 308, None, time.perf_counter() - started, self.sock
         )
 
@@ -433,7 +434,7 @@ class Connection:
         body when the request line, however malformed, asks for HEAD."""
         if self._handshaking:
             return  # no HTTP yet: a TLS client that stalled in its handshake
-        output.log_protocol_error(error.status, error.reason, self.sock)
+        log.log_protocol_error(error.status, error.reason, self.sock)
         phrase = http.HTTPStatus(error.status).phrase
         body = f"{error.status} {phrase}\n\n{error.reason}\n".encode()
         head = request_line.startswith("HEAD ")
@@ -446,7 +447,7 @@ class Connection:
         except ClientGone:
             return
         duration = time.perf_counter() - started if started else 0.0
-        output.log_request(request_line, error.status, None, duration, self.sock)
+        log.log_request(request_line, error.status, None, duration, self.sock)
 
     # --- writing --------------------------------------------------------------
 
@@ -526,7 +527,7 @@ def _client_failed(error: OSError | ClientGone, peer: Any) -> None:
     """One quiet line when the client broke the connection off; nothing for a
     timeout or a socket the server shut down itself."""
     if isinstance(error, _BROKEN_OFF):
-        output.log_broken_pipe(peer)
+        log.log_broken_pipe(peer)
 
 
 def _shutdown(sock: socket.socket) -> None:

@@ -11,7 +11,7 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
-from runserver_plus import output
+from runserver_plus.server import log
 from runserver_plus.server.request import ProtocolError
 
 if TYPE_CHECKING:
@@ -65,7 +65,7 @@ class AcceptGate:
         if error.errno not in _OUT_OF_RESOURCES:
             raise error
         if self.resume_at == 0.0:
-            output.log_accept_paused(error)
+            log.log_accept_paused(error)
         self.stop()
         self.resume_at = time.monotonic() + ACCEPT_PAUSE
 

@@ -7,7 +7,7 @@ import os
 from collections.abc import Callable, Iterable
 from typing import IO, Protocol
 
-from runserver_plus import output
+from runserver_plus.server import log
 from runserver_plus.server.wsgi import (
     ExcInfo,
     FileWrapper,
@@ -119,7 +119,7 @@ class Response:
         try:
             result = app(environ, self.start_response)
         except Exception:  # noqa: BLE001 - any app error becomes a 500
-            output.log_app_exception(_line(environ))
+            log.log_app_exception(_line(environ))
             self._error_500()
             return
         try:
@@ -127,7 +127,7 @@ class Response:
         except ClientGone:
             raise
         except Exception:  # noqa: BLE001 - a failure midway must not kill the server
-            output.log_app_exception(_line(environ))
+            log.log_app_exception(_line(environ))
             if not self._head_sent:
                 self._error_500()
             else:

@@ -7,6 +7,7 @@ from django.urls import path
 from testapp import views
 
 urlpatterns = [
+    path("", views.index, name="index"),
     path("hello/", views.hello, name="hello"),
     path("echo/", views.echo, name="echo"),
     path("slow/", views.slow, name="slow"),
@@ -16,4 +17,5 @@ urlpatterns = [
     path("page/", views.page, name="page"),
     path("pid/", views.pid, name="pid"),
     path("upload/", views.upload, name="upload"),
+    path("queries/", views.queries, name="queries"),
 ]

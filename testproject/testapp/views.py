@@ -8,6 +8,7 @@ import time
 import uuid
 from collections.abc import Iterator
 
+from django.db import connections
 from django.http import (
     HttpRequest,
     HttpResponse,
@@ -19,6 +20,8 @@ from django.shortcuts import render
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
+from testapp.models import Note
+
 #: Changes every time this module is imported, i.e. on every (re)start of the
 #: process serving requests; tests compare it across reloads.
 BOOT_ID = uuid.uuid4().hex
@@ -27,6 +30,7 @@ MAX_SLEEP = 10.0  # s
 MAX_CHUNKS = 1000
 DEFAULT_LARGE_SIZE = 1024 * 1024  # bytes
 MAX_LARGE_SIZE = 64 * 1024 * 1024  # bytes
+MAX_QUERIES = 1000
 
 #: The CGI/WSGI environ keys /echo/ reports verbatim under "meta".
 ECHO_META_KEYS = (
@@ -62,6 +66,11 @@ def _int_param(request: HttpRequest, name: str, default: int) -> int:
         return int(request.GET.get(name, default))
     except ValueError:
         return default
+
+
+def index(request: HttpRequest) -> HttpResponse:
+    """The front page: every view and a few static files, to try by clicking."""
+    return render(request, "testapp/index.html")
 
 
 def hello(request: HttpRequest) -> HttpResponse:
@@ -146,3 +155,16 @@ def upload(request: HttpRequest) -> JsonResponse:
     return JsonResponse(
         {"length": len(body), "sha256": hashlib.sha256(body).hexdigest()}
     )
+
+
+def queries(request: HttpRequest) -> JsonResponse:
+    """Look notes up one at a time, ``?n=`` of them (3 by default): with
+    ``?n=12``, ``runserver --print-sql`` warns of an N+1 pattern. Each
+    ``?db=<alias>`` also runs one query on that database."""
+    count = min(max(_int_param(request, "n", 3), 0), MAX_QUERIES)
+    found = sum(Note.objects.filter(pk=pk).exists() for pk in range(1, count + 1))
+    aliases = [alias for alias in request.GET.getlist("db") if alias in connections]
+    for alias in aliases:
+        with connections[alias].cursor() as cursor:
+            cursor.execute("SELECT %s", [alias])
+    return JsonResponse({"lookups": count, "found": found, "databases": aliases})

@@ -353,23 +353,56 @@ def test_the_error_page_reloads_itself_once_the_code_is_fixed(
     assert page.title() == TITLE
 
 
+ERROR_TITLE = "The project failed to start"
+#: A save that breaks the import of a module.
+SYNTAX_ERROR = ("testapp/views.py", "\ndef broken(:\n")
+#: A save that only fails a system check (models.py is imported by setup()).
+FAILING_CHECK = (
+    "testapp/models.py",
+    "\nfrom django.core import checks\n\n\n"
+    "@checks.register\n"
+    "def fails(app_configs, **kwargs):\n"
+    '    return [checks.Error("broken on purpose", id="testapp.E001")]\n',
+)
+#: From the error page being served to an open tab showing it (issue 14).
+ERROR_SHOWN_TIMEOUT = 1.0  # s
+
+
 @pytest.mark.browser
-def test_a_page_open_while_the_code_breaks_reloads_once_it_is_fixed(
-    server: RunningServer, page: Page, project_dir: Path
+@pytest.mark.parametrize(
+    ("module", "breakage"), [SYNTAX_ERROR, FAILING_CHECK], ids=["syntax", "check"]
+)
+def test_an_open_page_shows_the_error_when_the_code_breaks_and_comes_back(
+    server: RunningServer, page: Page, project_dir: Path, module: str, breakage: str
 ) -> None:
-    seen = open_live_page(server, page)
-    views = project_dir / "testapp/views.py"
-    good = views.read_text()
+    url = server.url("/page/?from=test")
+    page.goto(url)
+    wait_live(server, page)
+    seen = navigations(page)
+    history = page.evaluate("history.length")
+    source = project_dir / module
+    good = source.read_text()
 
-    views.write_text(good + "\ndef broken(:\n")
+    source.write_text(good + breakage)
     wait_broken(server)
-    # No worker serves: the page stays as it is ("reload once the new worker
-    # serves, not before").
-    assert page.evaluate("window.__marker") == 1
-    views.write_text(good.replace(f'"{TITLE}"', '"Fixed"'))
+    served = time.monotonic()
+    page.wait_for_function(
+        f"() => document.title === {ERROR_TITLE!r}", timeout=RESTART_TIMEOUT
+    )
+    shown = time.monotonic() - served
 
-    reloaded(page, "document.title === 'Fixed'", RESTART_TIMEOUT)
-    assert seen == [server.url("/page/")]
+    assert shown < ERROR_SHOWN_TIMEOUT, f"the error page came {shown:.2f} s late"
+    assert ("SyntaxError" if module.endswith("views.py") else "testapp.E001") in (
+        page.inner_text("pre")
+    )
+    assert page.url == url
+    source.write_text(good)
+    page.wait_for_function(
+        f"() => document.title === {TITLE!r}", timeout=RESTART_TIMEOUT
+    )
+    assert page.url == url
+    assert seen == [url, url]  # shown in place, and back in place
+    assert page.evaluate("history.length") == history
 
 
 def test_an_open_event_stream_never_delays_a_restart(

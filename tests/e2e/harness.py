@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import IO, Any, Protocol
 from urllib.parse import urlsplit
 
+from runserver_plus.reloader.warm import PROCESS_NAME as WARM_PROCESS_NAME
 from tests.helpers import wait_until
 
 TESTPROJECT_DIR = Path(__file__).resolve().parents[2] / "testproject"
@@ -68,6 +69,14 @@ def server_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
         env.update(TESTPROJECT_DJANGO_RUNSERVER="1", PYTHONUNBUFFERED="1")
     env.update(extra or {})
     return env
+
+
+def process_name(pid: int) -> str:
+    """The name ``ps`` shows for ``pid`` ('' once it is gone)."""
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().rstrip("\n")
+    except OSError:
+        return ""
 
 
 def group_members(pgid: int) -> list[int]:
@@ -358,6 +367,15 @@ class RunningServer:
     def group_members(self) -> list[int]:
         """Return the live processes left in the server's process group."""
         return group_members(self.pgid)
+
+    def workers(self) -> list[int]:
+        """The processes of the group other than the supervisor and a warm
+        process waiting to become the next worker."""
+        return [
+            pid
+            for pid in self.group_members()
+            if pid != self.pid and process_name(pid) != WARM_PROCESS_NAME
+        ]
 
     def stop(self) -> list[str]:
         """Stop the whole group, reap, close the pipes; return the problems seen."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import sys
 import threading
 from pathlib import Path
@@ -15,8 +16,13 @@ from django.core.management.base import CommandError, CommandParser, OutputWrapp
 from django.core.management.commands import runserver as core
 from django.db import connections
 
-from runserver_plus import _compat, output, runner
-from runserver_plus.config import MAX_PORT, WILDCARD_ADDRESSES, ServerConfig
+from runserver_plus import _compat, banner, runner
+from runserver_plus.config import (
+    DEFAULT_SQL_REPEAT_THRESHOLD,
+    MAX_PORT,
+    WILDCARD_ADDRESSES,
+    ServerConfig,
+)
 
 if TYPE_CHECKING:
     from runserver_plus.server.wsgi import WSGIApp
@@ -94,6 +100,23 @@ class RunserverPlusMixin:
             action="store_true",
             help="Poll for changes instead of OS events (network, container mounts).",
         )
+        group.add_argument(
+            "--run",
+            action="append",
+            default=[],
+            dest="run_commands",
+            metavar="CMD",
+            help="Start CMD (split as a shell would, run without one) once the "
+            "server serves, keep it across reloads and stop it with the server; "
+            "its output is prefixed (repeatable).",
+        )
+        sql = parser.add_argument_group("runserver_plus SQL")
+        sql.add_argument(
+            "--print-sql",
+            action="store_true",
+            help="Add each request's SQL query count and time to its log line; "
+            "with -v 2, print each query after it.",
+        )
         tls = parser.add_argument_group("runserver_plus HTTPS")
         tls.add_argument(
             "--https",
@@ -155,6 +178,10 @@ class RunserverPlusMixin:
         else:
             display = addr
         tls = self._tls_files = self._tls(options, addr, ipv6=command.use_ipv6)
+        print_sql = bool(
+            options.get("print_sql")
+            or getattr(settings, "RUNSERVER_PLUS_PRINT_SQL", False)
+        )
         return ServerConfig(
             addr=addr,
             port=port,
@@ -193,6 +220,11 @@ class RunserverPlusMixin:
             tls_cert=tls.cert_file if tls else "",
             tls_key=tls.key_file if tls else "",
             tls_ca=tls.ca_file if tls else "",
+            print_sql=print_sql,
+            print_sql_queries=print_sql and int(options.get("verbosity", 1)) >= 2,
+            sql_repeat_threshold=_sql_repeat_threshold(),
+            run_commands=_run_commands(options),
+            colour=command.style.ERROR("x") != "x",
         )
 
     def _tls(
@@ -216,7 +248,7 @@ class RunserverPlusMixin:
             if cert_file:
                 return files.user_files(cert_file, key_file)
             wildcard = addr in WILDCARD_ADDRESSES
-            extra = output.reachable_addresses(ipv6) if wildcard else [addr]
+            extra = banner.reachable_addresses(ipv6) if wildcard else [addr]
             names = authority.server_names(authority.local_hostname(), extra)
             return files.local_files(_ca_dir(), names)
         except TLSSetupError as error:
@@ -285,6 +317,7 @@ class RunserverPlusMixin:
 
     def get_handler(self, *args: Any, **options: Any) -> WSGIApp:
         handler: WSGIApp = core.Command.get_handler(self, *args, **options)  # type: ignore[arg-type]
+        handler = self._with_query_log(handler, options)
         if not options.get("use_static_handler", False):
             return handler  # --nostatic, or staticfiles not installed
         if not (settings.DEBUG or options["insecure_serving"]):
@@ -299,6 +332,16 @@ class RunserverPlusMixin:
 
         return StaticFilesApp(handler, static_url.path)
 
+    def _with_query_log(self, handler: WSGIApp, options: dict[str, Any]) -> WSGIApp:
+        """Django's handler behind ``--print-sql``'s layer, when asked for:
+        without it, no execute wrapper is ever installed."""
+        config = self.build_config(options)
+        if not config.print_sql:
+            return handler
+        from runserver_plus.queries import QueryLogApp  # noqa: PLC0415 - worker only
+
+        return QueryLogApp(handler, config)
+
     def announce(self, port: int) -> None:
         command: Any = self
         config: ServerConfig = self.build_config(self.options)
@@ -306,9 +349,9 @@ class RunserverPlusMixin:
         command.on_bind(port)
         if config.is_wildcard:
             command.stdout.write(
-                output.wildcard_banner(config.use_ipv6, port, config.scheme)
+                banner.wildcard_banner(config.use_ipv6, port, config.scheme)
             )
-            command.stdout.write(command.style.WARNING(output.WILDCARD_WARNING))
+            command.stdout.write(command.style.WARNING(banner.WILDCARD_WARNING))
         if self._tls_files is not None:
             for warning in self._tls_files.warnings:
                 command.stderr.write(command.style.WARNING(f"WARNING: {warning}"))
@@ -326,7 +369,7 @@ class RunserverPlusMixin:
         from runserver_plus.tls.trust import looks_trusted  # noqa: PLC0415
 
         trusted = looks_trusted(config.tls_cert, config.tls_key)
-        self.write_out(output.trust_line(trusted=trusted, local_ca=config.tls_ca))
+        self.write_out(banner.trust_line(trusted=trusted, local_ca=config.tls_ca))
 
     def write_out(self, text: str) -> None:
         command: Any = self
@@ -354,6 +397,47 @@ def _ca_dir() -> Path:
     if setting and not os.environ.get(CA_DIR_ENV):
         return Path(setting)
     return default_ca_dir()
+
+
+def _run_commands(options: dict[str, Any]) -> tuple[tuple[str, ...], ...]:
+    """``--run`` and ``RUNSERVER_PLUS_RUN``, each split as a shell would.
+
+    The supervisor runs them, so ``--run`` with ``--noreload`` is an error;
+    the setting is left out there, as ``testserver`` and CI runs want.
+    """
+    asked = tuple(options.get("run_commands", ()))
+    if asked and not options["use_reloader"]:
+        raise CommandError(
+            "--run needs the reloader: its commands are started and stopped by "
+            "the supervisor process, which --noreload leaves out."
+        )
+    if not options["use_reloader"]:
+        return ()
+    commands = []
+    for text in (*_setting("RUN"), *asked):
+        try:
+            argv = tuple(shlex.split(text))
+        except ValueError as error:
+            raise CommandError(f'--run "{text}": {error}.') from None
+        if not argv:
+            raise CommandError("--run needs a command; it got an empty one.")
+        commands.append(argv)
+    return tuple(commands)
+
+
+def _sql_repeat_threshold() -> int:
+    """``RUNSERVER_PLUS_SQL_REPEAT_THRESHOLD``, checked: a bad value is a
+    one-line error, not a traceback in every request."""
+    threshold = getattr(
+        settings, "RUNSERVER_PLUS_SQL_REPEAT_THRESHOLD", DEFAULT_SQL_REPEAT_THRESHOLD
+    )
+    valid = isinstance(threshold, int) and not isinstance(threshold, bool)
+    if not valid or threshold < 0 or threshold == 1:
+        raise CommandError(
+            "RUNSERVER_PLUS_SQL_REPEAT_THRESHOLD must be a whole number of 2 or "
+            f"more, or 0 for no warning; it is {threshold!r}."
+        )
+    return threshold
 
 
 def _project_dir() -> str:

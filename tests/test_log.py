@@ -4,19 +4,17 @@ from __future__ import annotations
 
 import calendar
 import contextlib
-import functools
 import io
 import logging
 import re
 import time
 from collections.abc import Iterable, Iterator
-from typing import Any
 
 import pytest
 from django.core.management.color import color_style, no_style
-from django.utils.log import ServerFormatter
+from django.utils.log import DEFAULT_LOGGING, ServerFormatter
 
-from runserver_plus import output
+from runserver_plus.server import log as server_log
 from runserver_plus.server.wsgi import WSGIEnviron
 from tests.live import LogRecorder, record_server_log, serve_app
 
@@ -52,9 +50,9 @@ def utc(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 @pytest.mark.usefixtures("utc")
 def test_server_time_format() -> None:
-    assert output.server_time(0) == "01/Jan/1970 00:00:00"
-    assert output.server_time(1_700_000_000) == "14/Nov/2023 22:13:20"
-    assert output.server_time(1_700_000_000.999) == "14/Nov/2023 22:13:20"
+    assert server_log.server_time(0) == "01/Jan/1970 00:00:00"
+    assert server_log.server_time(1_700_000_000) == "14/Nov/2023 22:13:20"
+    assert server_log.server_time(1_700_000_000.999) == "14/Nov/2023 22:13:20"
 
 
 @pytest.mark.usefixtures("utc")
@@ -64,15 +62,15 @@ def test_server_time_format() -> None:
 )
 def test_server_time_english_month_names(month: int, name: str) -> None:
     timestamp = calendar.timegm((2026, month, 5, 7, 8, 9, 0, 0, 0))
-    assert output.server_time(timestamp) == f"05/{name}/2026 07:08:09"
+    assert server_log.server_time(timestamp) == f"05/{name}/2026 07:08:09"
 
 
 def test_server_time_now_is_local_time() -> None:
     before = time.time()
-    text = output.server_time()
+    text = server_log.server_time()
     after = time.time()
     assert re.fullmatch(SERVER_TIME, text)
-    assert text in {output.server_time(before), output.server_time(after)}
+    assert text in {server_log.server_time(before), server_log.server_time(after)}
 
 
 # --- format_duration and escape --------------------------------------------------
@@ -94,7 +92,7 @@ def test_server_time_now_is_local_time() -> None:
     ],
 )
 def test_format_duration(seconds: float, text: str) -> None:
-    assert output.format_duration(seconds) == text
+    assert server_log.format_duration(seconds) == text
 
 
 @pytest.mark.parametrize(
@@ -109,7 +107,7 @@ def test_format_duration(seconds: float, text: str) -> None:
     ],
 )
 def test_escape(raw: str, escaped: str) -> None:
-    assert output.escape(raw) == escaped
+    assert server_log.escape(raw) == escaped
 
 
 # --- the log functions -------------------------------------------------------------
@@ -133,7 +131,7 @@ def test_escape(raw: str, escaped: str) -> None:
     ],
 )
 def test_log_request_level_by_status(log: LogRecorder, status: int, level: int) -> None:
-    output.log_request("GET /x HTTP/1.1", status, 5, 0.0123)
+    server_log.log_request("GET /x HTTP/1.1", status, 5, 0.0123)
     (record,) = log.records
     assert record.levelno == level
     assert record.getMessage() == f'"GET /x HTTP/1.1" {status} 5 12ms'
@@ -142,30 +140,30 @@ def test_log_request_level_by_status(log: LogRecorder, status: int, level: int) 
 
 
 def test_log_request_size_dash_for_server_errors(log: LogRecorder) -> None:
-    output.log_request("GARBAGE", 400, None, 0.0004)
+    server_log.log_request("GARBAGE", 400, None, 0.0004)
     assert log.messages() == ['"GARBAGE" 400 - 0.4ms']
 
 
 def test_log_request_extras(log: LogRecorder) -> None:
     marker = object()
-    output.log_request("GET / HTTP/1.1", 200, 0, 0.0, marker)
+    server_log.log_request("GET / HTTP/1.1", 200, 0, 0.0, marker)
     (record,) = log.records
     assert record.request is marker  # type: ignore[attr-defined]
     assert re.fullmatch(SERVER_TIME, record.server_time)  # type: ignore[attr-defined]
 
 
 def test_log_request_escapes_the_request_line(log: LogRecorder) -> None:
-    output.log_request("GET /caf\xc3\xa9/\x1b HTTP/1.1", 200, 2, 0.0)
+    server_log.log_request("GET /caf\xc3\xa9/\x1b HTTP/1.1", 200, 2, 0.0)
     assert log.messages() == ['"GET /caf\\xc3\\xa9/\\x1b HTTP/1.1" 200 2 0.0ms']
 
 
 def test_log_request_percent_in_request_line_is_not_a_format(log: LogRecorder) -> None:
-    output.log_request("GET /%s%d%(x)s HTTP/1.1", 200, 0, 0.0)
+    server_log.log_request("GET /%s%d%(x)s HTTP/1.1", 200, 0, 0.0)
     assert log.messages() == ['"GET /%s%d%(x)s HTTP/1.1" 200 0 0.0ms']
 
 
 def test_log_protocol_error(log: LogRecorder) -> None:
-    output.log_protocol_error(400, "Bad request syntax ('\x1b')")
+    server_log.log_protocol_error(400, "Bad request syntax ('\x1b')")
     (record,) = log.records
     assert record.levelno == logging.INFO
     assert record.getMessage() == "code 400, message Bad request syntax ('\\x1b')"
@@ -174,7 +172,7 @@ def test_log_protocol_error(log: LogRecorder) -> None:
 
 
 def test_log_tls_attempt(log: LogRecorder) -> None:
-    output.log_tls_attempt()
+    server_log.log_tls_attempt()
     (record,) = log.records
     assert record.levelno == logging.ERROR
     assert record.getMessage() == (
@@ -184,7 +182,7 @@ def test_log_tls_attempt(log: LogRecorder) -> None:
 
 
 def test_log_broken_pipe(log: LogRecorder) -> None:
-    output.log_broken_pipe(("127.0.0.1", 46014))
+    server_log.log_broken_pipe(("127.0.0.1", 46014))
     (record,) = log.records
     assert record.levelno == logging.INFO
     assert record.getMessage() == "- Broken pipe from ('127.0.0.1', 46014)"
@@ -192,7 +190,7 @@ def test_log_broken_pipe(log: LogRecorder) -> None:
 
 
 def test_djangos_server_formatter_renders_our_records(log: LogRecorder) -> None:
-    output.log_request("GET /x HTTP/1.1", 404, 9, 0.002)
+    server_log.log_request("GET /x HTTP/1.1", 404, 9, 0.002)
     formatter = ServerFormatter(fmt="[{server_time}] {message}", style="{")
     formatter.style = no_style()
     line = formatter.format(log.records[0])
@@ -200,14 +198,14 @@ def test_djangos_server_formatter_renders_our_records(log: LogRecorder) -> None:
 
 
 def test_log_request_shows_the_time_given(log: LogRecorder, utc: None) -> None:
-    output.log_request(
+    server_log.log_request(
         "GET / HTTP/1.1", 200, 0, 0.0, now=calendar.timegm((2026, 11, 24, 9, 5, 7))
     )
     (record,) = log.records
     assert record.server_time == "24/Nov/2026 09:05:07"  # type: ignore[attr-defined]
 
 
-# --- Django's default configuration, written without a LogRecord ------------------
+# --- Django's default configuration ------------------------------------------------
 
 
 class DefaultServerLog:
@@ -217,7 +215,8 @@ class DefaultServerLog:
         self.stream = io.StringIO()
         self.handler = logging.StreamHandler(self.stream)
         self.handler.setLevel(logging.INFO)
-        formatter = ServerFormatter(fmt=output.DJANGO_SERVER_FORMAT, style="{")
+        fmt = DEFAULT_LOGGING["formatters"]["django.server"]["format"]
+        formatter = ServerFormatter(fmt=fmt, style="{")
         formatter.style = color_style(force_color=True) if colour else no_style()
         self.handler.setFormatter(formatter)
 
@@ -230,8 +229,7 @@ def default_server_log(*, colour: bool = False) -> Iterator[DefaultServerLog]:
     """Configure ``django.server`` as Django does by default, for the ``with`` block.
 
     Entered in the test's body: pytest adds its capture handlers to loggers
-    that do not propagate at the start of each phase, and the shortcut is
-    only for the logger with Django's one handler.
+    that do not propagate at the start of each phase.
     """
     logger = logging.getLogger("django.server")
     saved = (logger.handlers[:], logger.filters[:], logger.level, logger.propagate)
@@ -247,208 +245,43 @@ def default_server_log(*, colour: bool = False) -> Iterator[DefaultServerLog]:
         logger.setLevel(level)
 
 
-def all_records(record: logging.LogRecord) -> bool:
-    """A logger filter that lets every record through, and so turns off the shortcut."""
-    return True
-
-
+@pytest.mark.usefixtures("utc")
 @pytest.mark.parametrize("colour", [False, True])
 @pytest.mark.parametrize("status", [101, 200, 206, 302, 304, 400, 404, 413, 500, 503])
-def test_default_configuration_line_is_the_one_logging_writes(
-    colour: bool, status: int
-) -> None:
+def test_default_configuration_writes_djangos_line(colour: bool, status: int) -> None:
     when = calendar.timegm((2026, 12, 2, 9, 5, 7))
-    level = logging.INFO if status < 400 else logging.WARNING
     with default_server_log(colour=colour) as log:
-        assert output._default_handler(level) is log.handler
-        output.log_request('GET /caf\xe9/%s "q" HTTP/1.1', status, 12, 0.0042, now=when)
-        logging.getLogger("django.server").addFilter(all_records)
-        assert output._default_handler(level) is None
-        output.log_request('GET /caf\xe9/%s "q" HTTP/1.1', status, 12, 0.0042, now=when)
-    shortcut, through_logging = log.lines()
-    assert shortcut == through_logging
-    assert f'"GET /caf\\xe9/%s "q" HTTP/1.1" {status} 12 4.2ms' in shortcut
-    assert ("\x1b[" in shortcut) is colour
+        server_log.log_request(
+            'GET /caf\xe9/%s "q" HTTP/1.1', status, 12, 0.0042, now=when
+        )
+    (line,) = log.lines()
+    text = f'"GET /caf\\xe9/%s "q" HTTP/1.1" {status} 12 4.2ms'
+    assert line.startswith("[02/Dec/2026 09:05:07] ")
+    assert line.endswith(text) is not colour
+    assert text in line
+    assert ("\x1b[" in line) is colour
 
 
 def test_default_configuration_keeps_djangos_colours() -> None:
     when = calendar.timegm((2026, 12, 2, 23, 59, 59))
     with default_server_log(colour=True) as log:
-        output.log_request("GET / HTTP/1.1", 200, 0, 0.0, now=when)
-        output.log_request("GET / HTTP/1.1", 404, 0, 0.0, now=when)
-        output.log_request("GET / HTTP/1.1", 500, 0, 0.0, now=when)
+        server_log.log_request("GET / HTTP/1.1", 200, 0, 0.0, now=when)
+        server_log.log_request("GET / HTTP/1.1", 404, 0, 0.0, now=when)
+        server_log.log_request("GET / HTTP/1.1", 500, 0, 0.0, now=when)
     style = color_style(force_color=True)
     ok, missing, failed = log.lines()
     assert style.HTTP_SUCCESS('"GET / HTTP/1.1" 200 0 0.0ms') in ok
     assert style.HTTP_NOT_FOUND('"GET / HTTP/1.1" 404 0 0.0ms') in missing
     assert style.HTTP_SERVER_ERROR('"GET / HTTP/1.1" 500 0 0.0ms') in failed
-    assert len({ok[:8], missing[:8], failed[:8]}) == 1  # the same [time] prefix shape
 
 
 def test_default_configuration_honours_the_handler_level() -> None:
     with default_server_log() as log:
         log.handler.setLevel(logging.WARNING)
-        output.log_request("GET /quiet HTTP/1.1", 200, 0, 0.0)
-        output.log_request("GET /loud HTTP/1.1", 404, 0, 0.0)
+        server_log.log_request("GET /quiet HTTP/1.1", 200, 0, 0.0)
+        server_log.log_request("GET /loud HTTP/1.1", 404, 0, 0.0)
     (line,) = log.lines()
     assert '"GET /loud HTTP/1.1" 404' in line
-
-
-def test_default_configuration_reports_a_failed_write_as_logging_does(
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    with default_server_log() as log:
-        log.stream.close()
-        output.log_request("GET /lost HTTP/1.1", 200, 0, 0.0)
-    assert "--- Logging error ---" in capsys.readouterr().err
-
-
-def test_default_configuration_reports_a_failing_colour_as_logging_does(
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    class BrokenStyle:
-        def HTTP_SUCCESS(self, text: str) -> str:
-            raise ZeroDivisionError
-
-    with default_server_log() as log:
-        log.handler.formatter.style = BrokenStyle()  # type: ignore[union-attr]
-        output.log_request("GET /uncoloured HTTP/1.1", 200, 0, 0.0)
-    err = capsys.readouterr().err
-    assert "--- Logging error ---" in err
-    assert "ZeroDivisionError" in err
-    assert log.lines() == []
-
-
-def test_default_configuration_stays_silent_when_silenced(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    logger = logging.getLogger("django.server")
-    with default_server_log() as log:
-        monkeypatch.setattr(logger, "disabled", True)
-        output.log_request("GET /disabled HTTP/1.1", 200, 0, 0.0)
-        monkeypatch.undo()
-        logging.disable(logging.WARNING)
-        try:
-            output.log_request("GET /disable HTTP/1.1", 404, 0, 0.0)
-        finally:
-            logging.disable(logging.NOTSET)
-        logger.setLevel(logging.ERROR)
-        output.log_request("GET /level HTTP/1.1", 404, 0, 0.0)
-        output.log_request("GET /shown HTTP/1.1", 500, 0, 0.0)
-    (line,) = log.lines()
-    assert '"GET /shown HTTP/1.1" 500' in line
-
-
-@pytest.mark.parametrize(
-    "change",
-    [
-        "logger filter",
-        "handler filter",
-        "second handler",
-        "propagate",
-        "formatter",
-        "format",
-        "handler class",
-        "record factory",
-        "logger class",
-        "wrapped Logger.callHandlers",
-        "handler's own emit",
-    ],
-)
-def test_any_other_configuration_goes_through_logging(
-    change: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    logger = logging.getLogger("django.server")
-    seen: list[str] = []  # where the record went through logging
-
-    def spy(record: logging.LogRecord) -> bool:
-        seen.append(record.getMessage())
-        return True
-
-    def spying_handler() -> logging.Handler:
-        handler = logging.StreamHandler(io.StringIO())
-        handler.addFilter(spy)
-        return handler
-
-    with default_server_log() as log, contextlib.ExitStack() as stack:
-        handler = log.handler
-        assert output._default_handler(logging.INFO) is handler
-        if change == "logger filter":
-            logger.addFilter(spy)
-        elif change == "handler filter":
-            handler.addFilter(spy)
-        elif change == "second handler":
-            logger.addHandler(spying_handler())
-        elif change == "propagate":
-            parent = logging.Logger("runserver-plus-test-parent")
-            parent.addHandler(spying_handler())
-            monkeypatch.setattr(logger, "propagate", True)
-            monkeypatch.setattr(logger, "parent", parent)
-        elif change == "formatter":
-            handler.setFormatter(logging.Formatter("{message}", style="{"))
-        elif change == "format":
-            handler.setFormatter(
-                ServerFormatter(fmt="{server_time}|{message}", style="{")
-            )
-        elif change == "handler class":
-
-            class CountingHandler(logging.StreamHandler):  # type: ignore[type-arg]
-                def emit(self, record: logging.LogRecord) -> None:
-                    spy(record)
-                    super().emit(record)
-
-            counting = CountingHandler(log.stream)
-            counting.setFormatter(handler.formatter)
-            logger.handlers[:] = [counting]
-        elif change == "record factory":
-            factory = logging.getLogRecordFactory()
-
-            def recording_factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
-                record = factory(*args, **kwargs)
-                spy(record)
-                return record
-
-            logging.setLogRecordFactory(recording_factory)
-            stack.callback(logging.setLogRecordFactory, factory)
-        elif change == "logger class":
-
-            class SpyingLogger(logging.Logger):
-                def handle(self, record: logging.LogRecord) -> None:
-                    spy(record)
-                    super().handle(record)
-
-            monkeypatch.setattr(logger, "__class__", SpyingLogger)
-        elif change == "wrapped Logger.callHandlers":
-            call_handlers = logging.Logger.callHandlers
-
-            @functools.wraps(call_handlers)
-            def wrapper(self: logging.Logger, record: logging.LogRecord) -> None:
-                spy(record)
-                call_handlers(self, record)
-
-            monkeypatch.setattr(logging.Logger, "callHandlers", wrapper)
-        else:
-            emit = handler.emit
-
-            def own_emit(record: logging.LogRecord) -> None:
-                spy(record)
-                emit(record)
-
-            monkeypatch.setattr(handler, "emit", own_emit)
-        assert output._default_handler(logging.INFO) is None
-        output.log_request("GET /configured HTTP/1.1", 200, 0, 0.0)
-        monkeypatch.undo()
-    (line,) = log.lines()
-    assert '"GET /configured HTTP/1.1" 200 0 0.0ms' in line
-    if change == "formatter":
-        # No spy here: the line's shape shows that logging formatted it.
-        assert line == '"GET /configured HTTP/1.1" 200 0 0.0ms'
-    elif change == "format":
-        expected = rf'{SERVER_TIME}\|"GET /configured HTTP/1\.1" 200 0 0\.0ms'
-        assert re.fullmatch(expected, line)
-    else:
-        # The spy saw the one record on its way through logging.
-        assert seen == ['"GET /configured HTTP/1.1" 200 0 0.0ms']
 
 
 # --- through the running server -------------------------------------------------------
