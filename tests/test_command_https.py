@@ -196,3 +196,9 @@ def test_trust_install_with_nothing_to_run_is_a_command_error(tmp_path, monkeypa
 def test_install_alone_is_a_command_error():
     with pytest.raises(CommandError, match=r"^--install goes with --trust\.$"):
         run("--install")
+
+
+def test_help_lists_the_https_options():
+    text = RecordingCommand().create_parser("manage.py", "runserver").format_help()
+    for option in ("--https", "--cert-file", "--key-file", "--trust", "--install"):
+        assert option in text
