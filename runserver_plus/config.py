@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from runserver_plus.server.wsgi import WSGIApp
 
 # Ports are 16-bit; Django only finds out at bind() time, with a traceback.
 MAX_PORT = 65535
@@ -103,3 +107,20 @@ class ServerConfig:
     def is_wildcard(self) -> bool:
         """True when bound to every interface, so other machines can connect."""
         return self.addr in WILDCARD_ADDRESSES
+
+
+class Host(Protocol):
+    """What the runner needs from the management command."""
+
+    def load_application(self) -> WSGIApp:
+        """Run the checks and build the WSGI handler (may raise)."""
+
+    def announce(self, port: int) -> None:
+        """Print the banner for a server listening on ``port``."""
+
+    def write_out(self, text: str) -> None: ...
+
+    def write_err(self, text: str) -> None: ...
+
+    def close_thread_resources(self) -> None:
+        """Release what a finished connection thread held (database connections)."""

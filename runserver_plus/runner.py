@@ -2,53 +2,26 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
 import socket
 import threading
-import time
-from collections.abc import Callable, Iterator
-from types import FrameType
-from typing import TYPE_CHECKING, Protocol
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from django.utils import autoreload
 from django.utils.autoreload import DJANGO_AUTORELOAD_ENV
 
 from runserver_plus import banner
-from runserver_plus.config import ServerConfig
+from runserver_plus.config import Host, ServerConfig
 from runserver_plus.reloader.control import take_worker_marker
 from runserver_plus.server.sockets import bind_error_message, bind_socket
+from runserver_plus.shutdown import StopRequested, stop_signals
 
 if TYPE_CHECKING:
     from runserver_plus.server.wsgi import WSGIApp
 
 #: The supervisor passes the listening socket as an inherited descriptor.
 SUPERVISOR_SUPPORTED = os.name == "posix"
-
-#: Signals that stop the server gracefully.
-STOP_SIGNALS = tuple(
-    getattr(signal, name)
-    for name in ("SIGINT", "SIGTERM", "SIGBREAK")
-    if hasattr(signal, name)
-)
-
-
-class Host(Protocol):
-    """What the runner needs from the management command."""
-
-    def load_application(self) -> WSGIApp:
-        """Run the checks and build the WSGI handler (may raise)."""
-
-    def announce(self, port: int) -> None:
-        """Print the banner for a server listening on ``port``."""
-
-    def write_out(self, text: str) -> None: ...
-
-    def write_err(self, text: str) -> None: ...
-
-    def close_thread_resources(self) -> None:
-        """Release what a finished connection thread held (database connections)."""
 
 
 class BindFailed(SystemExit):
@@ -125,83 +98,15 @@ def serve(
     stop: threading.Event,
     drain_timeout: Callable[[], float] | None = None,
 ) -> None:
-    """Serve on ``sock`` until ``stop`` is set (or a stop signal arrives, see
-    ``stop_signals``), then drain and return.
-
-    ``drain_timeout`` chooses the drain bound when the stop comes (default:
-    the config's).
-    """
+    """Serve on ``sock`` until ``stop`` is set or a stop signal arrives, drain,
+    and say so when the config has a message for it (``testserver``)."""
     # Imported here: the supervisor never serves the project, so its start
     # does not pay for the HTTP stack.
     from runserver_plus.server.server import Server  # noqa: PLC0415
 
     server = Server(sock, app, config, on_thread_exit=host.close_thread_resources)
-
-    def accept_loop() -> None:
-        try:
-            server.serve_forever()
-        finally:
-            stop.set()
-
-    thread = threading.Thread(
-        target=accept_loop, name="runserver_plus-accept", daemon=True
-    )
-    thread.start()
     try:
-        try:
-            stop.wait()
-        except StopRequested:
-            stop.set()
-        timeout = drain_timeout() if drain_timeout else config.drain_timeout
-        server.shutdown()
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                thread.join(max(0.0, deadline - time.monotonic()))
-                server.drain(max(0.0, deadline - time.monotonic()))
-                break
-            except StopRequested:
-                # A stop signal that arrives when we are already stopping (a
-                # worker told by its supervisor first, then reached by the
-                # terminal's Ctrl-C): keep draining. A second one raises
-                # KeyboardInterrupt and cuts the drain short.
-                continue
+        server.run(stop, drain_timeout)
     finally:
         if config.shutdown_message:
             host.write_out(config.shutdown_message)
-
-
-class StopRequested(BaseException):
-    """Raised in the main thread by the first stop signal.
-
-    An exception rather than ``Event.set()`` in the handler: the handler runs
-    on the main thread between bytecodes, possibly while that thread holds the
-    very lock ``set()`` needs. A ``BaseException``, like ``KeyboardInterrupt``,
-    so that ``except Exception`` does not swallow it.
-    """
-
-
-@contextlib.contextmanager
-def stop_signals() -> Iterator[None]:
-    """SIGINT/SIGTERM raise ``StopRequested``; a second one ``KeyboardInterrupt``
-    (stop draining now)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield  # signals only reach the main thread; the caller stops us
-        return
-    received = 0
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        nonlocal received
-        received += 1
-        if received > 1:
-            raise KeyboardInterrupt
-        raise StopRequested
-
-    previous: dict[int, Callable[[int, FrameType | None], object] | int | None] = {}
-    for signum in STOP_SIGNALS:
-        previous[signum] = signal.signal(signum, handler)
-    try:
-        yield
-    finally:
-        for signum, old in previous.items():
-            signal.signal(signum, old if old is not None else signal.SIG_DFL)

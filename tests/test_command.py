@@ -143,6 +143,19 @@ def test_watch_options_and_settings_reach_the_config(tmp_path, settings):
     assert config.force_polling is True
 
 
+def test_the_drain_timeout_setting_reaches_the_config(settings):
+    assert config_for().drain_timeout == 3.0
+    settings.RUNSERVER_PLUS_DRAIN_TIMEOUT = 1.5
+    assert config_for().drain_timeout == 1.5
+
+
+@pytest.mark.parametrize("value", [-1, "soon", None, float("nan")])
+def test_a_drain_timeout_that_is_no_duration_is_a_command_error(settings, value):
+    settings.RUNSERVER_PLUS_DRAIN_TIMEOUT = value
+    with pytest.raises(CommandError, match="RUNSERVER_PLUS_DRAIN_TIMEOUT must be"):
+        config_for()
+
+
 def test_media_static_root_and_sqlite_files_are_ignored(tmp_path):
     databases = {
         "default": {"ENGINE": "django.db.backends.sqlite3", "NAME": tmp_path / "db"},

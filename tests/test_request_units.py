@@ -14,16 +14,14 @@ import random
 import h11
 import pytest
 
+from runserver_plus.server.body import RequestBody, decode_chunked
+from runserver_plus.server.errors import ClientGone, ProtocolError
 from runserver_plus.server.request import (
     MAX_FIELD_LINE,
-    ProtocolError,
-    RequestBody,
     RequestHead,
-    decode_chunked,
     parse_head,
     parse_simple_head,
 )
-from runserver_plus.server.response import ClientGone
 
 #: Random heads compared with h11 (seeded, so a failure can be replayed).
 RANDOM_HEADS = 3000

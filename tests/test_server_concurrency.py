@@ -492,20 +492,63 @@ def test_drain_lets_an_in_flight_request_finish() -> None:
             drainer.join(10)
 
 
-def test_drain_closes_idle_connections_at_once() -> None:
+def test_drain_keeps_idle_connections_until_its_deadline() -> None:
     with (
-        serve_app(gated_app(Gate()), idle_timeout=60) as live,
+        serve_app(gated_app(Gate()), idle_timeout=60, drain_timeout=1.0) as live,
         live.connect() as used,
         live.connect() as fresh,
     ):
         assert used.request("GET", "/").status == 200
         live.server.shutdown()
+        stopped = time.monotonic()
         live.thread.join(5)
-        started = time.monotonic()
-        assert live.server.drain(5) is True
-        assert time.monotonic() - started < 5
-        assert used.is_closed(timeout=5)
-        assert fresh.is_closed(timeout=5)
+        drainer, result = start_drain(live, 1.0)
+        try:
+            # The client of a kept-alive connection cannot know of the stop:
+            # its next request is answered, and the connection then closes.
+            response = used.request("GET", "/after-the-stop")
+            assert response.body == b"/after-the-stop"
+            assert response.header("Connection") == "close"
+            assert used.is_closed(timeout=5)
+            # One that stays idle is closed at the deadline, not before.
+            assert fresh.is_closed(timeout=5)
+            assert time.monotonic() - stopped >= 1.0
+            assert result.get(timeout=10) is True
+        finally:
+            drainer.join(10)
+
+
+def wake_pending(sock: socket.socket) -> bool:
+    """Whether the server has a wake-up it has not read yet."""
+    try:
+        return bool(sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT))
+    except BlockingIOError:
+        return False
+
+
+def test_nothreading_drain_answers_a_connection_that_speaks_after_the_stop() -> None:
+    with (
+        serve_app(gated_app(Gate()), use_threading=False, drain_timeout=5) as live,
+        live.connect() as waiting,
+        live.connect() as other,
+    ):
+        # Connections are accepted in order: once the later one is answered,
+        # the earlier one is in the waiting room.
+        assert other.request("GET", "/other").status == 200
+        live.server.shutdown()
+        wait_until(
+            lambda: not wake_pending(live.server.wake_socket),
+            5,
+            "the serial loop never took the stop",
+        )
+
+        response = waiting.request("GET", "/late")
+
+        assert response.body == b"/late"
+        assert response.header("Connection") == "close"
+        assert waiting.is_closed(timeout=5)
+        live.thread.join(5)
+        assert not live.thread.is_alive(), "the serial loop did not end"
 
 
 def test_a_request_half_sent_at_the_stop_is_still_answered() -> None:

@@ -172,6 +172,9 @@ class LiveReloadApp:
                     ("Content-Type", "text/event-stream"),
                     ("Cache-Control", "no-store"),
                     ("X-Accel-Buffering", "no"),
+                    # The browser reconnects on a connection of its own when
+                    # the stream ends; keeping this one would hold up a drain.
+                    ("Connection", "close"),
                 ],
             )
             return self.hub.stream()

@@ -30,6 +30,7 @@ from runserver_plus.reloader.process import (
 )
 from runserver_plus.reloader.warmslot import WarmSlot
 from runserver_plus.reloader.watching import Watching
+from runserver_plus.shutdown import STOP_SIGNALS
 
 if TYPE_CHECKING:
     from runserver_plus.reloader.watcher import Changes
@@ -156,8 +157,6 @@ class Supervisor:
     # --- signals ----------------------------------------------------------------
 
     def _install_signals(self) -> dict[int, Any]:
-        from runserver_plus.runner import STOP_SIGNALS  # noqa: PLC0415
-
         def handler(signum: int, frame: FrameType | None) -> None:
             if self.stopping:
                 raise KeyboardInterrupt

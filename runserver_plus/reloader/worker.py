@@ -11,15 +11,15 @@ from typing import TYPE_CHECKING, Any
 from django.core.signals import request_finished
 from django.utils import autoreload
 
-from runserver_plus import runner
+from runserver_plus import shutdown
 from runserver_plus.livereload.middleware import Hub, LiveReloadApp
 from runserver_plus.reloader.control import Channel, channel_for
 from runserver_plus.reloader.preload import preloadable
+from runserver_plus.server.server import Server
 from runserver_plus.server.sockets import adopt_socket
 
 if TYPE_CHECKING:
-    from runserver_plus.config import ServerConfig
-    from runserver_plus.runner import Host
+    from runserver_plus.config import Host, ServerConfig
 
 #: How long a worker whose supervisor vanished may drain before it exits.
 ORPHAN_DRAIN = 1.0  # s
@@ -141,9 +141,9 @@ class Worker:
             target=self._obey, name="runserver_plus-control", daemon=True
         ).start()
         try:
-            with runner.stop_signals():
+            with shutdown.stop_signals():
                 self._start_and_serve()
-        except runner.StopRequested:
+        except shutdown.StopRequested:
             pass  # stopped while loading: nothing to drain
         except KeyboardInterrupt:
             pass  # a second Ctrl-C: the supervisor is stopping too
@@ -176,14 +176,17 @@ class Worker:
         threading.Thread(
             target=reporter.run, name="runserver_plus-modules", daemon=True
         ).start()
-        runner.serve(
+        server = Server(
             self.listen,
             app,
             self.config,
-            self.host,
-            stop=self.stop,
-            drain_timeout=self._drain_timeout,
+            on_thread_exit=self.host.close_thread_resources,
         )
+        try:
+            server.run(self.stop, self._drain_timeout)
+        finally:
+            if self.config.shutdown_message:
+                self.host.write_out(self.config.shutdown_message)
 
     def _drain_timeout(self) -> float:
         """Called when the stop comes: end event streams first, so they never

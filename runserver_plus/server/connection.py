@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import http
 import socket
 import ssl
 import sys
-import threading
 import time
 import traceback
 from collections.abc import Iterable
@@ -17,26 +15,27 @@ from typing import IO, Any
 import h11
 
 from runserver_plus.server import log
-from runserver_plus.server.request import (
-    HEAD_END,
-    MAX_HEAD,
-    MAX_REQUEST_LINE,
+from runserver_plus.server.body import (
     NO_BODY,
     NoBody,
-    ProtocolError,
     RequestBody,
-    RequestHead,
     decode_chunked,
+)
+from runserver_plus.server.core import (
+    RequestBuffer,
+    error_response,
+    first_line,
+    keep_alive_asked,
+    starts_with_tls,
+)
+from runserver_plus.server.errors import ClientGone, ClientWentAway, ProtocolError
+from runserver_plus.server.linger import Lingerer
+from runserver_plus.server.request import (
+    RequestHead,
     h11_reason,
     parse_head,
 )
-from runserver_plus.server.response import (
-    ClientGone,
-    ClientWentAway,
-    FileSpan,
-    Response,
-    closing_response,
-)
+from runserver_plus.server.response import FileSpan, Response
 from runserver_plus.server.sockets import set_io_timeout
 from runserver_plus.server.tls import (
     HANDSHAKE_RECORD,
@@ -51,24 +50,46 @@ MAX_DRAIN = 1024 * 1024  # bytes
 #: Largest piece handed to one sendall(), so a send timeout measures progress.
 MAX_SEND = 1024 * 1024  # bytes
 RECV_SIZE = 65536  # bytes
-#: How long a connection accepted just before a stop may take to send its
-#: first request: the client did nothing wrong, so it still gets an answer.
-FRESH_GRACE = 0.5  # s
-#: Longest request line shown in the log (a 414 can be 64 KiB long).
-LOGGED_LINE = 1000  # characters
 #: recv() flag for a read that must not wait (the event loop's); 0 where the
 #: platform has none, as on Windows: the loop reads only readable sockets.
 _DONT_WAIT = getattr(socket, "MSG_DONTWAIT", 0)
 
 
+class StopClock:
+    """When the server stopped, shared by its connections: from then on each
+    response closes its connection, and a connection waits for its next
+    request only until the drain's deadline.
+
+    Read without a lock: one attribute, set once per stop.
+    """
+
+    def __init__(self) -> None:
+        #: ``time.monotonic()`` when the drain ends; None while serving.
+        self.deadline: float | None = None
+
+    def stop(self, timeout: float) -> None:
+        """The server stops: its connections have ``timeout`` seconds left.
+        A second stop keeps the first deadline if it is sooner."""
+        deadline = time.monotonic() + timeout
+        if self.deadline is None or deadline < self.deadline:
+            self.deadline = deadline
+
+    @property
+    def stopping(self) -> bool:
+        return self.deadline is not None
+
+
 @dataclasses.dataclass(frozen=True)
 class ConnectionSettings:
-    """What a connection needs from the server: limits and environ constants."""
+    """What a connection needs from the server: limits, environ constants,
+    and the server's stop clock and lingering closer."""
 
     base_environ: WSGIEnviron
     idle_timeout: float  # s, between requests on a kept-alive connection
     read_timeout: float  # s, per read while a request is arriving or sent
     keep_alive: bool  # False with --nothreading: one request per connection
+    stop: StopClock = dataclasses.field(default_factory=StopClock)
+    lingerer: Lingerer = dataclasses.field(default_factory=Lingerer)
     #: The HTTPS port's context: TLS for a connection that starts with a
     #: handshake, a redirect to https for one that starts in plain HTTP.
     tls: ssl.SSLContext | None = None
@@ -88,11 +109,8 @@ class Connection:
         self.peer = peer
         self.app = app
         self.settings = settings
-        self._buffer = bytearray()
-        self._lock = threading.Lock()
-        self._idle = True
-        self._closing = False
-        self._served = 0  # requests answered so far
+        self._buffer = RequestBuffer()
+        self._aborted = False
         #: On the HTTPS port: whether the first bytes are still to decide
         #: between TLS and plain HTTP (which is only redirected).
         self._sorting = settings.tls is not None
@@ -105,29 +123,13 @@ class Connection:
 
     # --- life cycle, seen from the server ---------------------------------
 
-    def close_if_idle(self) -> None:
-        """Ask the connection to stop; wake it at once if it waits between
-        requests. One that has not sent its first request yet gets a moment."""
-        with self._lock:
-            self._closing = True
-            if not self._idle:
-                return
-            if self._served:
-                _shutdown(self.sock)
-                return
-        timer = threading.Timer(FRESH_GRACE, self._shutdown_if_idle)
-        timer.daemon = True
-        timer.start()
-
-    def _shutdown_if_idle(self) -> None:
-        with self._lock:
-            if self._idle:
-                _shutdown(self.sock)
-
     def abort(self) -> None:
-        """Break off whatever the connection is doing (the drain bound is over)."""
-        with self._lock:
-            self._closing = True
+        """Break off whatever the connection is doing (the drain bound is over).
+
+        The only time another thread touches the socket: a connection that
+        waits for its next request ends by itself at the drain's deadline.
+        """
+        self._aborted = True
         _shutdown(self.sock)
 
     def serve(self) -> None:
@@ -138,13 +140,11 @@ class Connection:
         except (OSError, ClientGone) as error:
             _client_failed(error, self.peer)
         finally:
-            self.sock.close()
+            self.close()
 
-    def leave_loop(self) -> None:
-        """Mark the connection as waiting for its next request: it leaves the
-        event loop for a thread of its own, which the drain may find idle."""
-        with self._lock:
-            self._idle = not self._buffer
+    def close(self) -> None:
+        """Close gracefully (see ``Lingerer``); the connection is done with."""
+        self.settings.lingerer.close(self.sock)
 
     def _next_head(self) -> bytes | None:
         try:
@@ -205,30 +205,8 @@ class Connection:
         return data
 
     def take_head(self) -> bytes | None:
-        """The next request's head if it has arrived whole, else None;
-        ``ProtocolError`` (414, 431) when it is too long to wait for."""
-        buffer = self._buffer
-        if not buffer:
-            return None
-        while buffer[:2] == b"\r\n" or buffer[:1] == b"\n":
-            del buffer[: 2 if buffer[:1] == b"\r" else 1]  # RFC 9112 §2.2
-        match = HEAD_END.search(buffer)
-        # A head over the limit is refused (below) even when the read that
-        # took it over the limit also brought its end.
-        if match and match.end() <= MAX_HEAD:
-            head = bytes(buffer[: match.end()])
-            del buffer[: match.end()]
-            return head
-        if buffer.find(b"\n") < 0 and len(buffer) > MAX_REQUEST_LINE:
-            raise ProtocolError(414, "Request-URI Too Long")
-        if len(buffer) > MAX_HEAD:
-            raise ProtocolError(431, "Request header fields too large")
-        return None
-
-    @property
-    def served(self) -> int:
-        """How many requests the connection has answered."""
-        return self._served
+        """The next request's head if it has arrived whole (see ``RequestBuffer``)."""
+        return self._buffer.take_head()
 
     @property
     def has_partial_request(self) -> bool:
@@ -241,15 +219,11 @@ class Connection:
     def _handshaking(self) -> bool:
         return self._sorting or (self._tls is not None and not self._tls.handshaken)
 
-    def receive_ready(self, *, wait: bool = True) -> bool:
+    def receive_ready(self) -> bool:
         """Take what the client sent; False when it closed, reset or spoke TLS.
 
         For a socket the event loop saw readable, which answers at once.
-        ``wait=False`` for one that may not be: where the platform cannot read
-        without waiting (Windows), nothing is read then.
         """
-        if not wait and not _DONT_WAIT:
-            return True
         try:
             raw = self.sock.recv(RECV_SIZE, _DONT_WAIT)
         except BlockingIOError:
@@ -260,18 +234,16 @@ class Connection:
         if data is None:
             return False
         if raw and not data:  # TLS: the handshake goes on, a record half here
-            self._idle = False
             return True
         return self._received(data)
 
     def _received(self, data: bytes) -> bool:
         if not data:
             return False
-        if not self._buffer and data.startswith(log.TLS_HANDSHAKE_PREFIX):
+        if not self._buffer and starts_with_tls(data):
             log.log_tls_attempt(self.sock)
             return False
-        self._buffer += data
-        self._idle = False
+        self._buffer.feed(data)
         return True
 
     def _read_head(self) -> bytes | None:
@@ -281,26 +253,30 @@ class Connection:
             if head is not None:
                 return head
             buffer = self._buffer
-            with self._lock:
-                if self._closing and self._served and not buffer:
-                    return None
-                self._idle = not buffer
-            timeout = (
-                self.settings.read_timeout
-                if self.has_partial_request
-                else self.settings.idle_timeout
-            )
+            if self.has_partial_request:  # TLS handshakes included
+                timeout = self.settings.read_timeout
+            else:
+                timeout = self._idle_wait()
+                if timeout <= 0:
+                    return None  # the drain is over: close
             try:
                 data = self._recv(timeout)
             except ClientGone:
                 if buffer:
                     raise ProtocolError(408, "Request Timeout") from None
                 return None
-            finally:
-                with self._lock:
-                    self._idle = False
             if not self._received(data):
                 return None
+
+    def _idle_wait(self) -> float:
+        """How long to wait for the next request: the idle timeout, and once
+        the server stops, no longer than the drain. A request that arrives
+        meanwhile is answered (with ``Connection: close``): closing the
+        connection under a request on its way would reset it unanswered."""
+        deadline = self.settings.stop.deadline
+        if deadline is None:
+            return self.settings.idle_timeout
+        return min(self.settings.idle_timeout, deadline - time.monotonic())
 
     # --- one request --------------------------------------------------------
 
@@ -320,11 +296,11 @@ class Connection:
     def reject(self, error: ProtocolError) -> None:
         """Answer what is buffered with the error the server found in it; the
         connection is to be closed afterwards."""
-        self._send_error(error, _first_line(bytes(self._buffer)), 0.0)
+        self._send_error(error, self._buffer.first_line(), 0.0)
 
     def _answer(self, head: bytes) -> bool:
         started = time.perf_counter()
-        request_line = _first_line(head)
+        request_line = first_line(head)
         try:
             request, conn = parse_head(head)
         except ProtocolError as error:
@@ -344,8 +320,7 @@ class Connection:
             if self._buffer:
                 # Only when there is something: h11 takes b"" for the client
                 # having closed the connection.
-                reader.receive(bytes(self._buffer))
-                self._buffer.clear()
+                reader.receive(self._buffer.take_all())
             if conn.they_are_waiting_for_100_continue:
                 self._sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
             try:
@@ -381,7 +356,6 @@ class Connection:
                 self.sock,
                 note=environ.get(log.ACCESS_NOTE),
             )
-        self._served += 1
         if not response.keep_alive:
             return False
         if conn is None:
@@ -392,22 +366,12 @@ class Connection:
             return False
         if not in_sync or conn.their_state not in (h11.DONE, h11.MUST_CLOSE):
             return False
-        self._buffer += conn.trailing_data[0]
+        self._buffer.feed(conn.trailing_data[0])
         return True
 
     def _may_keep_alive(self, request: RequestHead) -> bool:
         """Persistent unless the client, the server mode or a stop says no."""
-        if self._closing or not self.settings.keep_alive:
-            return False
-        values = [value for name, value in request.headers if name == b"connection"]
-        if not values:  # the common case
-            return request.http_version != b"1.0"
-        tokens = {
-            token.strip().lower() for value in values for token in value.split(b",")
-        }
-        if request.http_version != b"1.0":
-            return b"close" not in tokens
-        return b"keep-alive" in tokens  # HTTP/1.0 asks for it, as Django allows
+        return self.keeps_alive() and keep_alive_asked(request)
 
     def _send_redirect(
         self, request: RequestHead, request_line: str, started: float
@@ -435,21 +399,22 @@ class Connection:
         if self._handshaking:
             return  # no HTTP yet: a TLS client that stalled in its handshake
         log.log_protocol_error(error.status, error.reason, self.sock)
-        phrase = http.HTTPStatus(error.status).phrase
-        body = f"{error.status} {phrase}\n\n{error.reason}\n".encode()
-        head = request_line.startswith("HEAD ")
         try:
-            self._sendall(
-                closing_response(
-                    error.status, "text/plain; charset=utf-8", body, head=head
-                )
-            )
+            self._sendall(error_response(error, request_line))
         except ClientGone:
             return
         duration = time.perf_counter() - started if started else 0.0
         log.log_request(request_line, error.status, None, duration, self.sock)
 
     # --- writing --------------------------------------------------------------
+
+    def keeps_alive(self) -> bool:
+        """Whether the server may keep the connection for another request: not
+        once it stops. Asked again when the response head is written, so a
+        response that began before a stop still says ``Connection: close``."""
+        return self.settings.keep_alive and not (
+            self._aborted or self.settings.stop.stopping
+        )
 
     def send(self, parts: Iterable[bytes | FileSpan]) -> None:
         """Write the parts in order, files with ``sendfile``; one write for the
@@ -506,13 +471,6 @@ class Connection:
                 self.sock.sendall(view[start : start + MAX_SEND])
         except OSError as error:
             raise ClientWentAway(str(error)) from error
-
-
-def _first_line(data: bytes) -> str:
-    """The request line as the log shows it: raw bytes read as latin-1."""
-    end = data.find(b"\n")
-    line = (data if end < 0 else data[:end]).rstrip(b"\r").decode("latin-1")
-    return line if len(line) <= LOGGED_LINE else line[:LOGGED_LINE] + "..."
 
 
 _BROKEN_OFF = (

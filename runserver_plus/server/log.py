@@ -14,9 +14,6 @@ _MONTHS = (
     "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
 )  # fmt: skip
 
-# Django's runserver sees HTTPS on its plain port as a 4xx from a request line
-# that starts with a TLS handshake record (0x16) of version 3.x.
-TLS_HANDSHAKE_PREFIX = b"\x16\x03"
 TLS_MESSAGE = (
     "You're accessing the development server over HTTPS, but it only supports HTTP."
 )

@@ -12,7 +12,7 @@ import time
 from typing import TYPE_CHECKING
 
 from runserver_plus.server import log
-from runserver_plus.server.request import ProtocolError
+from runserver_plus.server.errors import ProtocolError
 
 if TYPE_CHECKING:
     from runserver_plus.server.connection import Connection
@@ -102,9 +102,10 @@ class EventLoop:
     buffered, hands the connection back and ends. Threads are bounded by the
     server's slots: with none free, the loop waits for the request.
 
-    On ``shutdown()`` the loop stops accepting and hands its connections on:
-    idle ones are closed, the others (a request half arrived, or none yet) go
-    to threads of their own with blocking reads, where the drain finds them.
+    On ``shutdown()`` the loop stops accepting and hands every connection on
+    to a thread of its own with blocking reads, where the drain finds it: an
+    idle one may still bring a request (the client sent it before it could
+    know of the stop), which is answered, with ``Connection: close``.
     """
 
     def __init__(self, server: Server, selector: selectors.BaseSelector) -> None:
@@ -361,7 +362,6 @@ class EventLoop:
         if given_back:
             self._server.wake()
         elif keep:
-            connection.leave_loop()
             self._server.serve_alone(connection)  # the loop has ended
         else:
             self._server.close(connection)
@@ -389,14 +389,6 @@ class EventLoop:
         return leftover
 
     def _release(self, leftover: list[Connection]) -> None:
-        """Close idle connections; the others get threads of their own."""
+        """Give each connection a thread of its own for the drain."""
         for connection in leftover:
-            idle = connection.served and not connection.has_partial_request
-            if idle and connection.receive_ready(wait=False):
-                # A request may have arrived since the loop last looked.
-                idle = not connection.has_partial_request
-            if idle:
-                self._server.close(connection)
-            else:
-                connection.leave_loop()
-                self._server.serve_alone(connection, threaded=True)
+            self._server.serve_alone(connection, threaded=True)

@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterable
 from typing import IO, Protocol
 
 from runserver_plus.server import log
+from runserver_plus.server.errors import ClientGone
 from runserver_plus.server.wsgi import (
     ExcInfo,
     FileWrapper,
@@ -38,14 +39,6 @@ def closing_response(
     return head_lines + b"Date: " + http_date() + b"\r\n\r\n" + (b"" if head else body)
 
 
-class ClientGone(Exception):
-    """The client closed or reset the connection, or stopped sending in time."""
-
-
-class ClientWentAway(ClientGone):
-    """Writing to the client failed: it left while we were answering."""
-
-
 class FileSpan:
     """Bytes of a file for ``socket.sendfile``, in a list of parts to write."""
 
@@ -58,6 +51,10 @@ class FileSpan:
 class Writer(Protocol):
     def send(self, parts: Iterable[bytes | FileSpan]) -> None:
         """Write the parts in order; raise ``ClientWentAway`` on failure."""
+
+    def keeps_alive(self) -> bool:
+        """Whether the connection may still carry another request (not once
+        the server stops)."""
 
 
 class Response:
@@ -168,7 +165,7 @@ class Response:
         self._no_body = (
             self.head or self.status in _NO_BODY_STATUSES or self.status < 200
         )
-        if app_close:
+        if app_close or not self.writer.keeps_alive():
             self.keep_alive = False
         framing = b""
         if not self._no_body and self._length is None:

@@ -14,11 +14,20 @@ from collections.abc import Callable
 from typing import cast
 
 from runserver_plus.config import ServerConfig
-from runserver_plus.server.connection import Connection, ConnectionSettings
+from runserver_plus.server.connection import Connection, ConnectionSettings, StopClock
+from runserver_plus.server.linger import Lingerer
 from runserver_plus.server.loop import AcceptGate, EventLoop
 from runserver_plus.server.sockets import bound_port
 from runserver_plus.server.wsgi import WSGIApp, base_environ
+from runserver_plus.shutdown import StopRequested
 from runserver_plus.tls.context import server_context
+
+#: How long after the drain's deadline busy connections are broken off: the
+#: idle ones end by themselves at the deadline, gracefully, and get a moment.
+ABORT_AFTER = 0.1  # s
+#: How long closes still lingering when the drain ends may go on (see
+#: ``Lingerer``); then they are cut short.
+LINGER_AT_EXIT = 0.5  # s
 
 
 def server_name(addr: str) -> str:
@@ -37,7 +46,15 @@ class Server:
     ``serve_forever()`` serves until ``shutdown()``: with threading, the
     calling thread watches an event loop (loop.py) that runs in others;
     without, it serves one request at a time itself. ``drain()`` then lets
-    in-flight requests finish.
+    the open connections finish.
+
+    The drain: from ``shutdown()`` on, nothing more is accepted (a new worker
+    takes new connections from the shared backlog), and every response says
+    ``Connection: close``. Open connections are kept until the deadline: a
+    request that arrives on one is answered, then the connection closes; one
+    that stays idle until the deadline is closed then. Every close is a
+    lingering one (``Lingerer``), so no client is reset with a request or a
+    response in flight.
     """
 
     def __init__(
@@ -54,6 +71,8 @@ class Server:
         self.port = bound_port(sock)
         self._on_thread_exit = on_thread_exit
         self._stopping = threading.Event()
+        self._stop = StopClock()
+        self._lingerer = Lingerer()
         self._wake_r, self._wake_w = socket.socketpair()
         self._active: set[Connection] = set()
         self._active_changed = threading.Condition()
@@ -67,21 +86,23 @@ class Server:
 
     # --- control, from any thread ------------------------------------------
 
-    def shutdown(self) -> None:
-        """Stop accepting; safe to call from a signal handler or another thread."""
+    def shutdown(self, drain_timeout: float | None = None) -> None:
+        """Stop accepting; open connections get ``drain_timeout`` (default: the
+        config's) to end. Safe to call from a signal handler or another thread."""
+        self._stop.stop(
+            self.config.drain_timeout if drain_timeout is None else drain_timeout
+        )
         self._stopping.set()
         self.wake()
 
     def drain(self, timeout: float) -> bool:
-        """Close idle connections and wait up to ``timeout`` for busy ones.
+        """Wait up to ``timeout`` for the open connections to end (see the
+        class docstring), then break off the rest; let lingering closes end.
 
-        Returns True when every connection finished in time; the rest are
-        broken off.
+        Returns True when every connection finished in time.
         """
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + timeout + ABORT_AFTER
         with self._active_changed:
-            for connection in self._active:
-                connection.close_if_idle()
             while self._active:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
@@ -90,7 +111,47 @@ class Server:
             late = list(self._active)
         for connection in late:
             connection.abort()
+        self._lingerer.finish(LINGER_AT_EXIT)
         return not late
+
+    def run(
+        self, stop: threading.Event, drain_timeout: Callable[[], float] | None = None
+    ) -> None:
+        """Serve until ``stop`` is set or a stop signal arrives (see
+        ``shutdown.stop_signals``), then drain and return.
+
+        ``drain_timeout`` chooses the drain bound when the stop comes (default:
+        the config's).
+        """
+
+        def accept_loop() -> None:
+            try:
+                self.serve_forever()
+            finally:
+                stop.set()
+
+        thread = threading.Thread(
+            target=accept_loop, name="runserver_plus-accept", daemon=True
+        )
+        thread.start()
+        try:
+            stop.wait()
+        except StopRequested:
+            stop.set()
+        timeout = drain_timeout() if drain_timeout else self.config.drain_timeout
+        self.shutdown(timeout)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                thread.join(max(0.0, deadline - time.monotonic()))
+                self.drain(max(0.0, deadline - time.monotonic()))
+                return
+            except StopRequested:
+                # A stop signal that arrives when we are already stopping (a
+                # worker told by its supervisor first, then reached by the
+                # terminal's Ctrl-C): keep draining. A second one raises
+                # KeyboardInterrupt and cuts the drain short.
+                continue
 
     # --- the loop -------------------------------------------------------------
 
@@ -146,7 +207,7 @@ class Server:
 
     def close(self, connection: Connection) -> None:
         """Close a connection that is done with, and stop tracking it."""
-        connection.sock.close()
+        connection.close()
         self._untrack(connection)
 
     def serve_alone(self, connection: Connection, *, threaded: bool = False) -> None:
@@ -181,6 +242,8 @@ class Server:
             idle_timeout=self.config.idle_timeout,
             read_timeout=self.config.read_timeout,
             keep_alive=self.config.use_threading,
+            stop=self._stop,
+            lingerer=self._lingerer,
             tls=self._tls,
         )
 
@@ -199,38 +262,49 @@ class Server:
 
     def _serial_loop(self, selector: selectors.BaseSelector) -> None:
         """One request at a time; a connection is served only once it has sent
-        something, so an idle or preconnected socket never blocks the others."""
+        something, so an idle or preconnected socket never blocks the others.
+        After ``shutdown()`` it drains: accepts nothing more, serves what the
+        waiting connections send until the deadline, and then returns."""
         waiting: dict[socket.socket, float] = {}
         listener = AcceptGate(selector, self.sock, None)
         listener.start()
         idle_timeout = self.config.idle_timeout
         try:
-            while not self._stopping.is_set():
+            while True:
                 now = time.monotonic()
+                close_at = self._stop.deadline or math.inf
                 for client, since in list(waiting.items()):
-                    if now - since > idle_timeout:
+                    if now - since > idle_timeout or now >= close_at:
                         selector.unregister(client)
                         del waiting[client]
-                        client.close()
-                wake_at = listener.resume(
-                    room=len(waiting) < self.config.max_connections
-                )
+                        self._lingerer.close(client)
+                if self._stopping.is_set():
+                    listener.stop()
+                    if not waiting:
+                        break
+                    wake_at = close_at
+                else:
+                    wake_at = listener.resume(
+                        room=len(waiting) < self.config.max_connections
+                    )
                 if waiting:
                     wake_at = min(wake_at, min(waiting.values()) + idle_timeout)
                 timeout = None if wake_at == math.inf else max(0.0, wake_at - now)
                 for key, _ in selector.select(timeout):
                     if key.fileobj is self.sock:
-                        self._accept_waiting(selector, listener, waiting)
-                    elif key.fileobj is not self._wake_r:
+                        if not self._stopping.is_set():
+                            self._accept_waiting(selector, listener, waiting)
+                    elif key.fileobj is self._wake_r:
+                        with contextlib.suppress(OSError):
+                            self._wake_r.recv(4096)
+                    else:
                         client = cast(socket.socket, key.fileobj)
                         selector.unregister(client)
                         del waiting[client]
                         self._serve_inline(client, key.data)
-                        if self._stopping.is_set():
-                            break
         finally:
             for client in waiting:
-                client.close()
+                self._lingerer.close(client)
 
     def _accept_waiting(
         self,
@@ -279,8 +353,6 @@ class Server:
     def _track(self, connection: Connection) -> None:
         with self._active_changed:
             self._active.add(connection)
-            if self._stopping.is_set():
-                connection.close_if_idle()
 
     def _untrack(self, connection: Connection) -> None:
         with self._active_changed:

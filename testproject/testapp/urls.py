@@ -11,6 +11,7 @@ urlpatterns = [
     path("hello/", views.hello, name="hello"),
     path("echo/", views.echo, name="echo"),
     path("slow/", views.slow, name="slow"),
+    path("gate/<slug:name>/", views.gate, name="gate"),
     path("stream/", views.stream, name="stream"),
     path("boom/", views.boom, name="boom"),
     path("large/", views.large, name="large"),

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 from django.db import connections
 from django.http import (
+    Http404,
     HttpRequest,
     HttpResponse,
     HttpResponseBase,
@@ -27,6 +30,7 @@ from testapp.models import Note
 BOOT_ID = uuid.uuid4().hex
 
 MAX_SLEEP = 10.0  # s
+GATE_POLL = 0.005  # s, between two looks for a gate's file
 MAX_CHUNKS = 1000
 DEFAULT_LARGE_SIZE = 1024 * 1024  # bytes
 MAX_LARGE_SIZE = 64 * 1024 * 1024  # bytes
@@ -107,6 +111,25 @@ def slow(request: HttpRequest) -> HttpResponse:
     # The view's whole purpose is to be slow: it stands for a long request.
     time.sleep(seconds)
     return HttpResponse(f"slept {seconds}\n", content_type="text/plain")
+
+
+def gate(request: HttpRequest, name: str) -> HttpResponse:
+    """Hold the request until the test opens the gate: creates
+    ``<name>.entered`` in ``$TESTPROJECT_GATE_DIR``, then waits (at most
+    MAX_SLEEP) until ``<name>.open`` exists there. Lets a test choose the
+    moment a response is written."""
+    directory = os.environ.get("TESTPROJECT_GATE_DIR")
+    if not directory:
+        raise Http404("no gate directory")
+    gate_dir = Path(directory)
+    (gate_dir / f"{name}.entered").touch()
+    deadline = time.monotonic() + MAX_SLEEP
+    pause = threading.Event()
+    while not (gate_dir / f"{name}.open").exists():
+        if time.monotonic() > deadline:
+            return HttpResponse("gate timed out\n", status=504)
+        pause.wait(GATE_POLL)
+    return HttpResponse(f"gate {name} opened\n", content_type="text/plain")
 
 
 def stream(request: HttpRequest) -> StreamingHttpResponse:

@@ -6,6 +6,10 @@ Environment variables:
 * ``TESTPROJECT_ALLOWED_HOSTS``: comma-separated ``ALLOWED_HOSTS`` (default empty).
 * ``TESTPROJECT_DJANGO_RUNSERVER``: ``"1"`` leaves runserver_plus out of
   ``INSTALLED_APPS`` so Django's own ``runserver`` serves the same project.
+* ``TESTPROJECT_DRAIN_TIMEOUT``: ``RUNSERVER_PLUS_DRAIN_TIMEOUT`` in seconds
+  (runserver_plus's default when unset).
+* ``TESTPROJECT_GATE_DIR``: the directory ``/gate/<name>/`` waits in (see
+  ``testapp.views.gate``); the view answers 404 when unset.
 """
 
 from __future__ import annotations
@@ -27,6 +31,9 @@ ALLOWED_HOSTS = [
 ]
 
 USE_DJANGO_RUNSERVER = os.environ.get("TESTPROJECT_DJANGO_RUNSERVER") == "1"
+
+if "TESTPROJECT_DRAIN_TIMEOUT" in os.environ:
+    RUNSERVER_PLUS_DRAIN_TIMEOUT = float(os.environ["TESTPROJECT_DRAIN_TIMEOUT"])
 
 INSTALLED_APPS = [
     # Above django.contrib.staticfiles: the first app listed supplies runserver.

@@ -48,6 +48,8 @@ SCRUBBED_ENV = (
     "TESTPROJECT_DEBUG",
     "TESTPROJECT_ALLOWED_HOSTS",
     "TESTPROJECT_DJANGO_RUNSERVER",
+    "TESTPROJECT_DRAIN_TIMEOUT",
+    "TESTPROJECT_GATE_DIR",
 )
 
 #: What a copy of testproject/ leaves out: local state of earlier runs.

@@ -50,7 +50,9 @@ def test_the_front_page_links_every_view_and_each_link_answers(
         r'path\("([^"]+)"', (project_dir / "testapp" / "urls.py").read_text()
     )
     assert len(routes) >= 10
-    missing = {f"/{route}" for route in routes if route} - paths
+    # A route with a parameter is named on the page, not linked.
+    named = {f"/{r}" for r in routes if "<" in r and r.split("<")[0] in front.text}
+    missing = {f"/{route}" for route in routes if route} - paths - named
     assert not missing, f"not on the front page: {sorted(missing)}"
     assert "/admin/" in paths
     statics = [href for href in links.hrefs if href.startswith("/static/")]

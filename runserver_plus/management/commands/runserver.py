@@ -215,6 +215,7 @@ class RunserverPlusMixin:
             ),
             verbosity=int(options.get("verbosity", 1)),
             livereload=self._livereload(options),
+            drain_timeout=_drain_timeout(),
             static_dirs=_static_dirs(),
             https=tls is not None,
             tls_cert=tls.cert_file if tls else "",
@@ -381,6 +382,23 @@ class RunserverPlusMixin:
 
     def close_thread_resources(self) -> None:
         connections.close_all()
+
+
+def _drain_timeout() -> float:
+    """``RUNSERVER_PLUS_DRAIN_TIMEOUT``: how long a stopping server keeps its
+    open connections (seconds)."""
+    value = getattr(
+        settings, "RUNSERVER_PLUS_DRAIN_TIMEOUT", ServerConfig.drain_timeout
+    )
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        seconds = -1.0
+    if not 0 <= seconds < float("inf"):
+        raise CommandError(
+            f"RUNSERVER_PLUS_DRAIN_TIMEOUT must be a number of seconds, not {value!r}."
+        )
+    return seconds
 
 
 def _setting(name: str) -> tuple[str, ...]:
