@@ -51,11 +51,17 @@ def client_context(tls: TLSFiles) -> ssl.SSLContext:
 
 @contextlib.contextmanager
 def tls_client(
-    live: LiveServer, context: ssl.SSLContext, name: str = "localhost"
+    live: LiveServer,
+    context: ssl.SSLContext,
+    name: str = "localhost",
+    *,
+    ragged_eof_ok: bool = True,
 ) -> Iterator[RawClient]:
     raw = socket.create_connection(("127.0.0.1", live.port), TIMEOUT)
     try:
-        sock = context.wrap_socket(raw, server_hostname=name)
+        sock = context.wrap_socket(
+            raw, server_hostname=name, suppress_ragged_eofs=ragged_eof_ok
+        )
     except BaseException:
         raw.close()
         raise
@@ -250,3 +256,21 @@ def test_the_drain_lets_a_tls_request_finish(tls):
         response = client.read_response()
         assert (response.status, response.body) == (200, b"https /slow 127.0.0.1")
         wait_until(lambda: client.is_closed(0.1), TIMEOUT, "not closed after drain")
+
+
+def test_a_response_that_ends_with_the_close_ends_tls_cleanly(tls):
+    def stream(environ: WSGIEnviron, start_response: Any) -> Iterable[bytes]:
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        yield b"no length: "
+        yield b"the close ends it"
+
+    with (
+        serve_app(stream, **https_config(tls)) as live,
+        tls_client(live, client_context(tls), ragged_eof_ok=False) as client,
+    ):
+        # HTTP/1.0 and no Content-Length: the end of the body is the close,
+        # which must be TLS's close_notify, not a bare TCP end of stream.
+        client.send(b"GET / HTTP/1.0\r\n\r\n")
+        response = client.read_response()
+        assert response.header("Connection") == "close"
+        assert response.body == b"no length: the close ends it"

@@ -144,6 +144,11 @@ class Connection:
 
     def close(self) -> None:
         """Close gracefully (see ``Lingerer``); the connection is done with."""
+        if self._tls is not None and not self._aborted:
+            # TLS's own end of stream first: without it, a response whose end
+            # is the close reads as truncated (curl and OpenSSL 3 say so).
+            with contextlib.suppress(OSError, ClientGone):
+                self._send_raw(self._tls.close_notify())
         self.settings.lingerer.close(self.sock)
 
     def _next_head(self) -> bytes | None:

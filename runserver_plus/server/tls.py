@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import http
 import ssl
 
@@ -66,6 +67,16 @@ class TLSLayer:
 
     def outgoing(self) -> bytes:
         """What the layer has to send: handshake messages, session tickets."""
+        return self._outgoing.read()
+
+    def close_notify(self) -> bytes:
+        """The alert that ends the TLS stream, to send before closing; empty
+        when the handshake never ended (there is no stream to end)."""
+        if not self.handshaken:
+            return b""
+        # unwrap() then waits for the client's close_notify: we do not.
+        with contextlib.suppress(ssl.SSLWantReadError):
+            self._tls.unwrap()
         return self._outgoing.read()
 
     def encrypt(self, data: bytes | memoryview) -> bytes:
