@@ -23,19 +23,17 @@ judged: it tells what the target asks of a server on this machine.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import select
-import signal
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from load import LoadError, ensure_wrk, run_wrk
-from run import BENCH_DIR, median, run_ceiling
-from servers import (
+from .load import LoadError, ensure_wrk, run_wrk
+from .run import BENCH_DIR, median, run_ceiling
+from .servers import (
     START_TIMEOUT,
     STOP_TIMEOUT,
     ServerError,
@@ -44,6 +42,8 @@ from servers import (
     migrate,
     print_table,
     server_env,
+    spawn_group,
+    stop_group,
 )
 
 PATH = "/hello/"
@@ -73,7 +73,7 @@ class BareServer:
         # stderr to a file: a pipe nobody reads could fill and block it.
         errors = self._project.parent / f"bare-{self._mode}.stderr"
         with errors.open("wb") as stderr:
-            self._proc = proc = subprocess.Popen(
+            self._proc = proc = spawn_group(
                 [
                     sys.executable,
                     str(BENCH_DIR / "bare_server.py"),
@@ -82,10 +82,8 @@ class BareServer:
                 ],
                 cwd=self._project,
                 env=server_env(django_runserver=True),
-                stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=stderr,
-                start_new_session=True,
             )
         assert proc.stdout is not None
         deadline = time.monotonic() + START_TIMEOUT
@@ -112,15 +110,7 @@ class BareServer:
         proc, self._proc = self._proc, None
         if proc is None:
             return
-        # The group is the session start_new_session made: only our processes.
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, sig)
-            try:
-                proc.wait(timeout=STOP_TIMEOUT)
-                break
-            except subprocess.TimeoutExpired:
-                continue
+        stop_group(proc, STOP_TIMEOUT)
         if proc.stdout is not None:
             proc.stdout.close()
 
@@ -204,7 +194,3 @@ def main(argv: list[str]) -> int:
         print(f"bounds.py could not run: {error}", file=sys.stderr)
         return 2
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

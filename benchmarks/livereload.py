@@ -35,7 +35,6 @@ import os
 import platform
 import random
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -48,7 +47,15 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from servers import ServerError, copy_testproject, free_port, migrate, server_env
+from .servers import (
+    ServerError,
+    copy_testproject,
+    free_port,
+    migrate,
+    server_env,
+    spawn_group,
+    stop_group,
+)
 
 BENCH_DIR = Path(__file__).resolve().parent
 RESULTS = BENCH_DIR / "results" / "livereload.json"
@@ -145,14 +152,12 @@ class Server:
             open(logs / "stdout", "wb") as stdout,
             open(logs / "stderr", "wb") as stderr,
         ):
-            self.proc = subprocess.Popen(
+            self.proc = spawn_group(
                 [*command, *self.args],
                 cwd=self.project,
                 env=self.env,
-                stdin=subprocess.DEVNULL,
                 stdout=stdout,
                 stderr=stderr,
-                start_new_session=True,
             )
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
@@ -183,24 +188,11 @@ class Server:
             )
 
     def stop(self) -> int | None:
-        """SIGTERM the process group (supervisor/reloader and its children),
-        SIGKILL it after STOP_TIMEOUT."""
+        """Stop the server's process group: supervisor or reloader, and its
+        children (``stop_group``)."""
         proc, self.proc = self.proc, None
-        if proc is None:
-            return self.exit_code
-        if proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=STOP_TIMEOUT)
-        # The reloader's child may outlive its parent for a moment.
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        self.exit_code = proc.returncode
+        if proc is not None:
+            self.exit_code = stop_group(proc, STOP_TIMEOUT)
         return self.exit_code
 
     def output(self, limit: int = 4000) -> str:
@@ -529,7 +521,7 @@ def print_table(results: dict[str, Any]) -> None:
     print(f"Results: {RESULTS.relative_to(BENCH_DIR.parent)}")
 
 
-def main() -> int:
+def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument(
         "--trials",
@@ -538,7 +530,7 @@ def main() -> int:
         help=f"edits of each kind per server (default {DEFAULT_TRIALS}, minimum 10)",
     )
     parser.add_argument("--seed", type=int, default=1, help="seed of the pauses")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.trials < 10:
         parser.error("--trials must be at least 10")
     try:
@@ -554,7 +546,3 @@ def main() -> int:
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
     print_table(results)
     return 0 if all(data["pass"] for data in results["kinds"].values()) else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -2,23 +2,23 @@
 
 from __future__ import annotations
 
-import contextlib
 import http.client
 import os
-import signal
+import re
 import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from servers import ServerError, free_port, spawn_runserver
+from .servers import ServerError, free_port, group_pids, spawn_runserver, stop_group
 
 START_TIMEOUT = 60.0  # s, from spawn to the first 200 from the ready path
 STOP_TIMEOUT = 10.0  # s, from SIGTERM to an empty process group, before SIGKILL
 PROBE_TIMEOUT = 10.0  # s, per request of a probe (our server queues during restarts)
 POLL_INTERVAL = 0.01  # s, between the starts of two probes
 MAX_FAILURE_TIMES = 200  # failures whose time a poll keeps
+LOG_POLL_INTERVAL = 0.02  # s, between two reads of a server's stderr file
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -84,12 +84,15 @@ def poll(
     max_seconds: float,
     max_polls: int,
     interval: float = POLL_INTERVAL,
+    valid: Callable[[Probe], bool] | None = None,
 ) -> PollResult:
     """Probe ``path`` every ``interval`` (fresh connection each time) until
     ``done(probe)`` is true, at most ``max_polls`` times and ``max_seconds``.
 
-    Failures (refused, reset, timeout, non-200) are counted by kind, the
-    satisfying probe too if it is one (a 500 the caller waits for, say).
+    Failures (refused, reset, timeout, non-200, and a 200 whose body
+    ``valid`` rejects: a response cut short by a process that exits) are
+    counted by kind, the satisfying probe too if it is one (a 500 the caller
+    waits for, say).
     """
     start = time.perf_counter()
     failures: dict[str, int] = {}
@@ -97,6 +100,8 @@ def poll(
     for count in range(1, max_polls + 1):
         sent = time.perf_counter()
         result = probe(port, path)
+        if result.ok and valid is not None and not valid(result):
+            result = Probe(None, result.body, "invalid 200 body", result.done)
         if result.failure:
             failures[result.failure] = failures.get(result.failure, 0) + 1
             if len(times) < MAX_FAILURE_TIMES:
@@ -122,18 +127,6 @@ def _stat_fields(pid: int) -> list[str] | None:
     except OSError:
         return None
     return text[text.rindex(")") + 2 :].split()
-
-
-def group_pids(pgid: int) -> list[int]:
-    """Every live (non-zombie) process whose process group is ``pgid``."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        fields = _stat_fields(int(entry))
-        if fields and int(fields[2]) == pgid and fields[0] != "Z":
-            found.append(int(entry))
-    return sorted(found)
 
 
 def cpu_seconds(pid: int) -> float:
@@ -191,6 +184,20 @@ def inotify_watches(pid: int) -> tuple[int, int]:
     return instances, watches
 
 
+def pss_kib(pid: int) -> int | None:
+    """The proportional set size of ``pid`` in KiB (``Pss:`` of
+    /proc/<pid>/smaps_rollup): its private pages plus its share of the pages
+    it shares with other processes; None when it is gone."""
+    try:
+        text = Path(f"/proc/{pid}/smaps_rollup").read_text()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if line.startswith("Pss:"):
+            return int(line.split()[1])
+    return None
+
+
 def command_line(pid: int) -> str:
     try:
         raw = Path(f"/proc/{pid}/cmdline").read_bytes()
@@ -215,8 +222,17 @@ class ReloadingServer:
         project: Path,
         env: Mapping[str, str],
         extra_args: Sequence[str] = (),
+        *,
+        kind: str = "",
+        preload: bool = False,
     ) -> None:
         self.name = name
+        #: Which server this is (runserver_plus, django, django-watchfiles),
+        #: whatever the name of this instance: the trials judge by it.
+        self.kind = kind or name
+        #: Whether a warm process is expected: runserver_plus with preloading
+        #: and ``-v 3``, which says when one is ready.
+        self.preload = preload
         self.project = project
         self.env = dict(env)
         self.extra_args = tuple(extra_args)
@@ -285,24 +301,11 @@ class ReloadingServer:
         raise ServerError(f"{self.name}: {message}\n{self.output()}")
 
     def stop(self) -> int | None:
-        """SIGTERM the process group, SIGKILL what is left after STOP_TIMEOUT;
-        returns the leader's exit code."""
-        proc = self._proc
-        if proc is None:
-            return self.exit_code
-        self._proc = None
-        pgid = proc.pid
-        if proc.poll() is None or group_pids(pgid):
-            _signal_group(pgid, signal.SIGTERM)
-            deadline = time.perf_counter() + STOP_TIMEOUT
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=STOP_TIMEOUT)  # the group is checked below
-            while group_pids(pgid) and time.perf_counter() < deadline:
-                time.sleep(0.05)  # bounded wait for the rest of the group
-            if proc.poll() is None or group_pids(pgid):
-                _signal_group(pgid, signal.SIGKILL)
-                proc.wait(timeout=STOP_TIMEOUT)
-        self.exit_code = proc.returncode
+        """Stop the server's process group (``stop_group``); the leader's
+        exit code."""
+        proc, self._proc = self._proc, None
+        if proc is not None:
+            self.exit_code = stop_group(proc, STOP_TIMEOUT)
         return self.exit_code
 
     # --- inspection
@@ -326,6 +329,10 @@ class ReloadingServer:
     def inotify(self) -> dict[int, tuple[int, int]]:
         """(instances, watches) of each process of the group."""
         return {pid: inotify_watches(pid) for pid in self.pids()}
+
+    def pss(self) -> dict[int, int | None]:
+        """:func:`pss_kib` of each process of the group."""
+        return {pid: pss_kib(pid) for pid in self.pids()}
 
     def _log(self, suffix: str) -> Path:
         return self._log_dir / f"start{self.starts}{suffix}"
@@ -358,6 +365,21 @@ class ReloadingServer:
             stream.seek(offset)
             return stream.read().decode(errors="replace")
 
+    def wait_for_stderr(
+        self, pattern: re.Pattern[str], offset: int, timeout: float
+    ) -> re.Match[str] | None:
+        """The first match of ``pattern`` in what stderr got after ``offset``,
+        reading the file every LOG_POLL_INTERVAL until it appears, the server
+        exits or ``timeout`` passes (then None)."""
+        deadline = time.perf_counter() + timeout
+        for _ in range(int(timeout / LOG_POLL_INTERVAL) + 1):
+            found = pattern.search(self.stderr_since(offset))
+            if found or time.perf_counter() > deadline:
+                return found
+            self.check_alive()
+            time.sleep(LOG_POLL_INTERVAL)  # pacing of the read, not synchronisation
+        return None
+
     def output(self, limit: int = 6000) -> str:
         """The tail of this start's stdout and stderr, for error messages."""
         parts = []
@@ -366,9 +388,3 @@ class ReloadingServer:
             text = path.read_text(errors="replace") if path.exists() else ""
             parts.append(f"--- {self.name} {stream[1:]} ---\n{text[-limit:]}")
         return "\n".join(parts)
-
-
-def _signal_group(pgid: int, sig: signal.Signals) -> None:
-    # The group is the session start_new_session made: only our processes.
-    with contextlib.suppress(ProcessLookupError):  # the group is gone already
-        os.killpg(pgid, sig)

@@ -8,7 +8,7 @@ import shutil
 import time
 from pathlib import Path
 
-from servers import copy_testproject, migrate
+from .servers import copy_testproject, migrate
 
 NODE_PACKAGES = 2000  # node_modules/pkgNNNN/lib/: one leaf directory each
 NODE_FILES_PER_PACKAGE = 10  # 20,000 .js files
@@ -27,6 +27,13 @@ BENCH_VERSION = "v0"
 def bench_version(request: HttpRequest) -> HttpResponse:
     """Added by benchmarks/reload.py: the version its edits change, and the pid."""
     return HttpResponse(f"{BENCH_VERSION} {os.getpid()}", content_type="text/plain")
+
+
+def bench_modules(request: HttpRequest) -> JsonResponse:
+    """Added by benchmarks/reload.py: the modules the serving process imported."""
+    import sys
+
+    return JsonResponse({"modules": len(sys.modules), "pid": os.getpid()})
 '''
 
 WATCHFILES_SETTINGS = '''"""testproject's settings plus django-watchfiles."""
@@ -38,7 +45,8 @@ INSTALLED_APPS = [*INSTALLED_APPS, "django_watchfiles"]  # noqa: F405
 
 
 def prepare_project(workdir: Path) -> Path:
-    """A migrated testproject copy with the benchmark's view and template marker."""
+    """A migrated testproject copy with the benchmark's views, the template
+    marker and a settings module that adds django-watchfiles."""
     project = copy_testproject(workdir / "prepared")
     views = project / "testapp" / "views.py"
     views.write_text(views.read_text() + BENCH_VIEW)
@@ -49,7 +57,9 @@ def prepare_project(workdir: Path) -> Path:
     urls.write_text(
         text.replace(
             anchor,
-            anchor + '    path("bench-version/", views.bench_version, name="bench"),\n',
+            anchor
+            + '    path("bench-version/", views.bench_version, name="bench"),\n'
+            + '    path("bench-modules/", views.bench_modules),\n',
         )
     )
     page = project / "testapp" / "templates" / "testapp" / "page.html"
@@ -57,6 +67,7 @@ def prepare_project(workdir: Path) -> Path:
     anchor = '<div id="content">\n'
     assert anchor in text, "page.html changed shape"
     page.write_text(text.replace(anchor, anchor + '  <p id="bench">bench-mark-0</p>\n'))
+    (project / "bench_watchfiles_settings.py").write_text(WATCHFILES_SETTINGS)
     migrate(project)
     return project
 
@@ -104,7 +115,6 @@ def add_large_tree(project: Path) -> dict[str, int]:
                     f"def f{module}() -> int:\n    return {value}\n"
                 )
                 py_files += 1
-    (project / "bench_watchfiles_settings.py").write_text(WATCHFILES_SETTINGS)
     return {
         "node_modules_files": files,
         "node_modules_dirs": dirs + 1,

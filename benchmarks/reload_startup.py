@@ -21,10 +21,10 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-from reload_procs import ReloadingServer
-from reload_project import clone, prepare_project
-from reload_trials import DJANGO, OURS
-from servers import ServerError, server_env
+from .reload_procs import ReloadingServer
+from .reload_project import clone, prepare_project
+from .reload_trials import DJANGO, OURS
+from .servers import ServerError, server_env
 
 SITECUSTOMIZE = '''"""Audit hook of reload_startup.py: logs imports, spawns, binds."""
 import os
@@ -129,7 +129,3 @@ def main(argv: list[str]) -> int:
         for value, title in sorted(rows):
             print(f"  {value * 1000:7.1f}  {title}")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

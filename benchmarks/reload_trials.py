@@ -10,20 +10,72 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from reload_procs import Probe, ReloadingServer, command_line, poll, probe
-from reload_project import MARKER, VERSION_LINE, write_source
+from .reload_procs import Probe, ReloadingServer, command_line, poll, probe
+from .reload_project import MARKER, VERSION_LINE, write_source
 
 OURS = "runserver_plus"
 DJANGO = "django"
 WATCHFILES = "django-watchfiles"
+#: runserver_plus with --no-preload: a reference row of the large project's
+#: .py saves (no spaces: the name goes into BENCH_VERSION and a file name).
+NO_PRELOAD = "runserver_plus-no-preload"
 
 RELOAD_DEADLINE = 20.0  # s, for one edit (or fix) to be served
 BROKEN_DEADLINE = 10.0  # s, for a syntax error to show
 MAX_POLLS = 3000  # per edit, at one poll per 10 ms: the deadline comes first
 SETTLE = (0.7, 1.2)  # s, pause after the new code is served: uniform in this range
-BROKEN_SETTLE = 1.0  # s, pause after the breakage is visible, before the fix
+#: s, pause after the breakage is visible, before the fix. Django's reloader
+#: only sees a change to a file it has seen once: the file of a failed import
+#: is first seen at the child's next 1 s tick (django-watchfiles: once it
+#: watches it), later on a large project. A fix written before then is never
+#: seen: on the large project, with 1 s, Django missed 3 fixes out of 3;
+#: with 2 s none out of 4, and django-watchfiles none out of 4.
+BROKEN_SETTLE = 2.5
 IDLE_SETTLE = 5.0  # s, quiet time after start-up before the idle window
 WATCH_STABLE_TIMEOUT = 60.0  # s, for the inotify watch counts to stop changing
+WARM_READY_TIMEOUT = 30.0  # s, for runserver_plus's next warm process to be ready
+
+#: What runserver_plus's supervisor prints at -v 2 for each worker it starts
+#: after the first, and at -v 3 when a warm process has preloaded.
+STARTED_LINE = re.compile(
+    r"Started the worker (?:warm: (\d+) modules were preloaded|cold: (.*))\.$",
+    re.MULTILINE,
+)
+READY_LINE = re.compile(
+    r"A warm process \(pid (\d+)\) is ready: (\d+) modules preloaded\.$",
+    re.MULTILINE,
+)
+
+
+def worker_starts(text: str) -> list[str]:
+    """How each worker named in ``text`` (the supervisor's output) started:
+    "warm" with the modules preloaded, or "cold: <reason>"."""
+    return [
+        f"warm {match.group(1)}" if match.group(1) else f"cold: {match.group(2)}"
+        for match in STARTED_LINE.finditer(text)
+    ]
+
+
+def after_reload(
+    server: ReloadingServer, offset: int, served_at: float
+) -> dict[str, Any]:
+    """runserver_plus's side of a reload whose output began at ``offset``:
+    how its workers started and, when preloading, the time from ``served_at``
+    until the next warm process was ready. That wait happens before the
+    settle pause, so no server's edit overlaps runserver_plus's preloading
+    (at a low priority, it would take the CPU from nothing but the client).
+
+    A developer saves seconds apart, and the warm process is ready by then.
+    """
+    if server.kind != OURS:
+        return {}
+    outcome: dict[str, Any] = {"starts": worker_starts(server.stderr_since(offset))}
+    if server.preload and outcome["starts"]:
+        ready = server.wait_for_stderr(READY_LINE, offset, WARM_READY_TIMEOUT)
+        outcome["warm_ready_s"] = (
+            time.perf_counter() - served_at if ready is not None else None
+        )
+    return outcome
 
 
 def settle(rng: random.Random) -> None:
@@ -36,11 +88,24 @@ def version_of(result: Probe) -> tuple[str, int]:
     return version, int(pid)
 
 
+def has_version(result: Probe) -> bool:
+    """Whether a 200 from /bench-version/ has a whole body: Django's old child
+    can exit with the body of a response unsent, and without a Content-Length
+    the client then reads an empty body."""
+    try:
+        version_of(result)
+    except ValueError:
+        return False
+    return True
+
+
 def current_version(server: ReloadingServer) -> tuple[str, int]:
     result = probe(server.port, "/bench-version/")
-    if not result.ok:
+    if not (result.ok and has_version(result)):
         server.check_alive()
-        server.fail(f"/bench-version/ answered {result.failure} before an edit")
+        server.fail(
+            f"/bench-version/ answered {result.failure or result.body!r} before an edit"
+        )
     return version_of(result)
 
 
@@ -61,6 +126,7 @@ def py_edit_trial(server: ReloadingServer, project: Path, label: str) -> dict[st
         served,
         max_seconds=RELOAD_DEADLINE,
         max_polls=MAX_POLLS,
+        valid=has_version,
     )
     if result.hit is None:
         server.check_alive()
@@ -75,8 +141,9 @@ def py_edit_trial(server: ReloadingServer, project: Path, label: str) -> dict[st
         "pid_before": old_pid,
         "pid_after": version_of(result.hit)[1],
         "mtime_bumped": bumped,
+        **after_reload(server, stderr_offset, result.hit.done),
     }
-    if result.failed and server.name == OURS:
+    if result.failed and server.kind == OURS:
         # For the diagnosis: what the supervisor and workers said meanwhile.
         outcome["stderr"] = server.stderr_since(stderr_offset)[-4000:]
     return outcome
@@ -105,6 +172,7 @@ def template_trial(
         server.check_alive()
         server.fail(f"/page/ did not show the current marker before edit {label}")
     marker = f"bench-mark-{label}"
+    stderr_offset = server.stderr_size()
     saved, bumped = write_source(page, MARKER.sub(marker, page.read_text()))
     result = poll(
         server.port,
@@ -128,6 +196,7 @@ def template_trial(
         "pid_after": pid_after,
         "restarted": pid_after != pid_before,
         "mtime_bumped": bumped,
+        **after_reload(server, stderr_offset, result.hit.done),
     }
 
 
@@ -147,7 +216,7 @@ def syntax_trial(server: ReloadingServer, project: Path, label: str) -> dict[str
     def visibly_broken(result: Probe) -> bool:
         if "SyntaxError" not in server.stderr_since(stderr_offset):
             return False
-        if server.name == OURS:
+        if server.kind == OURS:
             # The supervisor's error page, with the traceback.
             return result.status == 500 and b"SyntaxError" in result.body
         return result.status is None  # nothing listens
@@ -167,7 +236,14 @@ def syntax_trial(server: ReloadingServer, project: Path, label: str) -> dict[str
             f"(polls failed: {broken.failures})"
         )
     else:
-        time.sleep(BROKEN_SETTLE)  # the broken state settles (Django's first snapshot)
+        time.sleep(BROKEN_SETTLE)  # Django's reloader sees the broken file
+    warm_wait = None
+    if server.preload and broken.hit is not None:
+        # The error page's supervisor prepares a warm process for the fix.
+        waited_from = time.perf_counter()
+        ready = server.wait_for_stderr(READY_LINE, stderr_offset, WARM_READY_TIMEOUT)
+        warm_wait = time.perf_counter() - waited_from if ready else None
+    fix_offset = server.stderr_size()
     fixed_at, bumped = write_source(views, good)
     result = poll(
         server.port,
@@ -196,9 +272,16 @@ def syntax_trial(server: ReloadingServer, project: Path, label: str) -> dict[str
         "polls": result.polls,
         "non_200_before_recovery": result.failed,
         "failures": result.failures,
-        "fixed_code_served": confirmed.ok and version_of(confirmed)[0] == label,
+        "fixed_code_served": confirmed.ok
+        and has_version(confirmed)
+        and version_of(confirmed)[0] == label,
         "mtime_bumped": bumped,
+        "warm_wait_before_fix_s": warm_wait,
+        **after_reload(server, fix_offset, result.hit.done),
     }
+    if server.kind == OURS:
+        # The broken worker's start and the fixed one's.
+        outcome["starts"] = worker_starts(server.stderr_since(stderr_offset))
     if errors:
         outcome["error"] = "; ".join(errors)
     return outcome
@@ -225,12 +308,14 @@ def interleave(
             failed = outcome.get("failed", outcome.get("non_200_before_recovery", 0))
             seconds = outcome["seconds"]
             shown = f"{seconds * 1000:7.0f} ms" if seconds is not None else "   FAILED"
+            starts = ", ".join(outcome.get("starts", []))
             print(
-                f"  {title} {number:2}/{count} {name:15} {shown}"
-                f"  polls {outcome['polls']:4}  failed {failed}",
+                f"  {title} {number:2}/{count} {name:25} {shown}"
+                f"  polls {outcome['polls']:4}  failed {failed}"
+                + (f"  started {starts}" if starts else ""),
                 flush=True,
             )
-            if failed and name == OURS and outcome.get("failure_times_ms"):
+            if failed and server.kind == OURS and outcome.get("failure_times_ms"):
                 print(
                     f"    failures (ms after the save): {outcome['failure_times_ms']}"
                 )
@@ -257,7 +342,7 @@ def cold_starts(
             code = server.stop()
             label = "warm-up" if number == 0 else f"{number:2}/{count}"
             print(
-                f"  cold start {label:7} {name:15} {seconds * 1000:7.0f} ms", flush=True
+                f"  cold start {label:7} {name:25} {seconds * 1000:7.0f} ms", flush=True
             )
             if number:
                 results[name].append(
@@ -275,18 +360,79 @@ def reloader_line(log: str) -> str:
     return found.group(1) if found else ""
 
 
+def modules_served(server: ReloadingServer) -> int:
+    """How many modules the serving process has imported (/bench-modules/)."""
+    result = probe(server.port, "/bench-modules/")
+    if not result.ok:
+        server.check_alive()
+        server.fail(f"/bench-modules/ answered {result.failure}")
+    count: int = json.loads(result.body)["modules"]
+    return count
+
+
+def memory(server: ReloadingServer) -> dict[str, Any]:
+    """The PSS of each process of the group, by role: the group leader is the
+    supervisor (Django: the reloader's parent), the process that answers
+    /bench-version/ the worker (Django: the child), any other one runserver_plus's
+    warm process, which should be the one the supervisor last said was ready
+    (a warm process found unsafe gives way to another)."""
+    worker = current_version(server)[1]
+    said = READY_LINE.findall(server.stderr_since(0)) if server.preload else []
+    warm_pid = int(said[-1][0]) if said else None
+    processes = []
+    for pid, pss in server.pss().items():
+        if pid == server.pgid:
+            role = "supervisor" if server.kind == OURS else "parent"
+        elif pid == worker:
+            role = "worker" if server.kind == OURS else "child"
+        else:
+            role = "warm" if server.kind == OURS else "other"
+        processes.append(
+            {"pid": pid, "role": role, "pss_kib": pss, "command": command_line(pid)}
+        )
+    by_role: dict[str, int] = {}
+    for process in processes:
+        by_role[process["role"]] = by_role.get(process["role"], 0) + (
+            process["pss_kib"] or 0
+        )
+    warm = [p["pid"] for p in processes if p["role"] == "warm"]
+    return {
+        "pss_kib": sum(p["pss_kib"] or 0 for p in processes),
+        "pss_kib_by_role": by_role,
+        "processes": processes,
+        "worker_pid": worker,
+        "warm_pids": warm,
+        "warm_pid_said_ready": warm_pid,
+        # Exactly one warm process, the one the supervisor said was ready.
+        "warm_identified": server.preload
+        and warm == ([warm_pid] if warm_pid else ["?"]),
+    }
+
+
 def idle_and_watches(
-    servers: dict[str, ReloadingServer], seconds: float
+    servers: dict[str, ReloadingServer], seconds: float, what: str
 ) -> dict[str, dict[str, Any]]:
-    """Start every server on the large-tree copy, let start-up settle, then
-    measure each group's CPU time over ``seconds`` and its inotify watches."""
+    """Start every server on one copy (``what`` it is, for the messages), let
+    start-up settle, then measure each group's CPU time over ``seconds``, its
+    inotify watches and its memory (PSS of each process)."""
     for name, server in servers.items():
-        print(f"  starting {name} on the large tree ...", flush=True)
+        print(f"  starting {name} on {what} ...", flush=True)
         server.start()
         for path in ("/hello/", "/page/", "/bench-version/", "/pid/"):
             result = probe(server.port, path)
             if not result.ok:
                 server.fail(f"{path} answered {result.failure}")
+    for name, server in servers.items():
+        if server.preload:
+            # runserver_plus's warm process preloads after the first worker
+            # serves: the idle window begins once it is ready.
+            ready = server.wait_for_stderr(READY_LINE, 0, WARM_READY_TIMEOUT)
+            if ready is None:
+                print(
+                    f"  ({name} said no warm process was ready within "
+                    f"{WARM_READY_TIMEOUT:.0f} s)",
+                    flush=True,
+                )
     quiet_from = time.perf_counter()
     # Recursive watches over large trees take a while to set up: wait until no
     # group's count changed for a whole second, and for IDLE_SETTLE at least.
@@ -322,6 +468,8 @@ def idle_and_watches(
             pid: after[name].get(pid, 0.0) - before[name].get(pid, 0.0) for pid in pids
         }
         watches = server.inotify()
+        mem = memory(server)
+        roles = {process["pid"]: process["role"] for process in mem["processes"]}
         processes: list[dict[str, Any]] = []
         for pid in pids:
             threads: list[dict[str, Any]] = []
@@ -342,7 +490,7 @@ def idle_and_watches(
             processes.append(
                 {
                     "pid": pid,
-                    "role": "parent" if pid == server.pgid else "child",
+                    "role": roles.get(pid, "gone"),
                     "cpu_seconds": per_process[pid],
                     "on_cpu_seconds": sum(t["on_cpu_ms"] for t in threads) / 1000,
                     "inotify_instances": watches.get(pid, (0, 0))[0],
@@ -362,11 +510,15 @@ def idle_and_watches(
             "inotify_instances": sum(i for i, _ in watches.values()),
             "inotify_watches": sum(w for _, w in watches.values()),
             "reloader_line": reloader_line(server.log_text()),
+            "memory": mem,
+            "modules_in_worker": modules_served(server),
         }
+        pss = results[name]["memory"]["pss_kib_by_role"]
         print(
             f"  idle {name:18} {on_cpu * 1000:6.1f} ms on CPU over {elapsed:.1f} s "
             f"(utime+stime {results[name]['cpu_seconds']:.2f} s); inotify watches "
-            f"{results[name]['inotify_watches']}",
+            f"{results[name]['inotify_watches']}; PSS "
+            + ", ".join(f"{role} {kib / 1024:.1f} MiB" for role, kib in pss.items()),
             flush=True,
         )
     return results

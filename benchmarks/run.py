@@ -20,9 +20,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from handshakes import measure as measure_handshakes
-from load import LoadError, LoadResult, ensure_wrk, run_wrk
-from servers import (
+from .handshakes import measure as measure_handshakes
+from .load import LoadError, LoadResult, ensure_wrk, run_wrk
+from .servers import (
     ServerError,
     ServerProcess,
     copy_testproject,
@@ -276,12 +276,6 @@ def summarise(measured: dict[str, Any]) -> dict[str, Any]:
             8.0,
         ),
         target(
-            "keep-alive /hello/, 8 connections: ours >= 0.5x in-process ceiling "
-            "(median of the rounds' ratios)",
-            median(ceiling_ratios),
-            0.5,
-        ),
-        target(
             "5 MB static file: ours >= 2x Django MiB/s",
             scenarios["static_5mb"]["ratio"],
             2.0,
@@ -381,6 +375,7 @@ def print_report(summary: dict[str, Any], exit_codes: dict[str, int | None]) -> 
         )
     print_table(tls_rows)
     by_round = " ".join(f"{value:.2f}x" for value in summary["ceiling_ratios"])
+    # For information: the target of half the ceiling is retired.
     print(f"\nours on 8 connections / the ceiling around it, by round: {by_round}")
     for item in summary["targets"]:
         verdict = "PASS" if item["passed"] else "FAIL"
@@ -468,7 +463,3 @@ def main(argv: list[str]) -> int:
     failed = not all(item["passed"] for item in summary["targets"])
     # Django's own errors are reported, not held against this run.
     return 1 if failed or summary["errors"][OURS] else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

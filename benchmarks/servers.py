@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TESTPROJECT = REPO_ROOT / "testproject"
@@ -90,6 +91,71 @@ def print_table(rows: Sequence[Sequence[str]]) -> None:
     print()
 
 
+def spawn_group(
+    command: Sequence[str],
+    *,
+    cwd: Path,
+    env: Mapping[str, str],
+    stdout: Any = subprocess.DEVNULL,
+    stderr: Any = subprocess.DEVNULL,
+    stdin: Any = subprocess.DEVNULL,
+    text: bool = False,
+) -> subprocess.Popen[Any]:
+    """Start ``command`` as the leader of a session of its own, so that
+    ``stop_group()`` ends it and every process it started, and nothing else."""
+    return subprocess.Popen(
+        list(command),
+        cwd=cwd,
+        env=dict(env),
+        stdin=stdin,
+        stdout=stdout,
+        stderr=stderr,
+        text=text,
+        start_new_session=True,
+    )
+
+
+def group_pids(pgid: int) -> list[int]:
+    """Every live (non-zombie) process whose process group is ``pgid`` (Linux)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as stream:
+                stat = stream.read()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(b")") + 2 :].split()
+        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] != b"Z":
+            found.append(int(entry))
+    return sorted(found)
+
+
+def stop_group(process: subprocess.Popen[Any], timeout: float = STOP_TIMEOUT) -> int:
+    """SIGTERM the group ``process`` leads (see ``spawn_group``), wait up to
+    ``timeout`` for it and every process of its group, then SIGKILL what is
+    left; returns the leader's exit code."""
+    pgid = process.pid
+    if process.poll() is None or group_pids(pgid):
+        _signal_group(pgid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=timeout)  # the group is checked below
+        while group_pids(pgid) and time.monotonic() < deadline:
+            time.sleep(0.05)  # bounded wait for the rest of the group
+        if process.poll() is None or group_pids(pgid):
+            _signal_group(pgid, signal.SIGKILL)
+            process.wait(timeout=timeout)
+    return process.returncode
+
+
+def _signal_group(pgid: int, sig: signal.Signals) -> None:
+    # The group is the session start_new_session made: only our processes.
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, sig)
+
+
 def spawn_runserver(
     project: Path,
     env: Mapping[str, str],
@@ -103,14 +169,12 @@ def spawn_runserver(
     its output going to files (a pipe nobody reads would fill up and block the
     server's request log)."""
     with open(stdout_path, "wb") as stdout, open(stderr_path, "wb") as stderr:
-        return subprocess.Popen(
+        return spawn_group(
             [sys.executable, "manage.py", "runserver", f"127.0.0.1:{port}", *args],
             cwd=project,
-            env=dict(env),
-            stdin=subprocess.DEVNULL,
+            env=env,
             stdout=stdout,
             stderr=stderr,
-            start_new_session=True,
         )
 
 
@@ -192,26 +256,11 @@ class ServerProcess:
             )
 
     def stop(self) -> int | None:
-        """SIGTERM the process group, SIGKILL it after STOP_TIMEOUT; the exit code."""
-        proc = self._proc
-        if proc is None:
-            return self.exit_code
-        self._proc = None
-        if proc.poll() is None:
-            self._signal_group(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                self._signal_group(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=STOP_TIMEOUT)
-        self.exit_code = proc.returncode
+        """Stop the server's process group (``stop_group``); the exit code."""
+        proc, self._proc = self._proc, None
+        if proc is not None:
+            self.exit_code = stop_group(proc)
         return self.exit_code
-
-    @staticmethod
-    def _signal_group(pgid: int, sig: signal.Signals) -> None:
-        # The group is the session start_new_session made: only our processes.
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pgid, sig)
 
     def output(self, limit: int = 4000) -> str:
         """The tail of the server's stdout and stderr, for error messages."""

@@ -31,10 +31,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from reload_procs import ReloadingServer, group_pids, poll
-from reload_project import VERSION_LINE, clone, prepare_project, write_source
-from servers import ServerError, print_table, server_env
-from soak_client import KINDS, SoakClient, Tally
+from .reload_procs import ReloadingServer, group_pids, poll
+from .reload_project import VERSION_LINE, clone, prepare_project, write_source
+from .servers import ServerError, print_table, server_env
+from .soak_client import KINDS, SoakClient, Tally
 
 BENCH_DIR = Path(__file__).resolve().parent
 RESULTS = BENCH_DIR / "results" / "soak.json"
@@ -233,7 +233,7 @@ def judge(
     return verdicts
 
 
-def main() -> int:
+def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, default=64)
     parser.add_argument("--seconds", type=int, default=120)
@@ -245,7 +245,7 @@ def main() -> int:
         metavar="DIR",
         help="also run the runserver_plus package in DIR (put first on PYTHONPATH)",
     )
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if not Path("/proc").is_dir():
         print("soak.py needs Linux /proc (RSS, process groups).", file=sys.stderr)
         return 2
@@ -302,7 +302,3 @@ def main() -> int:
     )
     print(f"\nFull results: {RESULTS.relative_to(BENCH_DIR.parent)}")
     return 0 if all(passed for _, passed in verdicts) else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

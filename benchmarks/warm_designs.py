@@ -28,8 +28,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -37,8 +35,15 @@ import tempfile
 import time
 from pathlib import Path
 
-from reload_procs import poll
-from servers import copy_testproject, free_port, migrate, server_env
+from .reload_procs import poll
+from .servers import (
+    copy_testproject,
+    free_port,
+    migrate,
+    server_env,
+    spawn_group,
+    stop_group,
+)
 
 START_DEADLINE = 60.0  # s, for one start to answer
 MAX_POLLS = 12000  # at one poll per 5 ms, more than the deadline
@@ -103,35 +108,19 @@ def children(pid: int) -> list[int]:
         return []
 
 
-def stop(process: subprocess.Popen[str]) -> None:
-    with_group = process.pid
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(with_group, sig)
-        except ProcessLookupError:
-            break
-        try:
-            process.wait(10)
-            break
-        except subprocess.TimeoutExpired:
-            continue
-
-
 def preloaded(project: Path, env: dict[str, str], modules: Path, mode: str):
     port = free_port()
-    process = subprocess.Popen(
+    process = spawn_group(
         [sys.executable, "-c", PRELOADED, str(modules), mode, str(port)],
         cwd=project,
         env=env,
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
         text=True,
-        start_new_session=True,
     )
     assert process.stdout is not None
     if process.stdout.readline().strip() != "ready":
-        stop(process)
+        stop_group(process)
         raise SystemExit(f"the {mode} process did not preload")
     return process, port
 
@@ -154,7 +143,7 @@ def trial(project: Path, env: dict[str, str], modules: Path, mode: str, path: st
     if mode == "cold":
         port = free_port()
         started = time.perf_counter()
-        process = subprocess.Popen(
+        process = spawn_group(
             [
                 sys.executable,
                 "manage.py",
@@ -164,11 +153,6 @@ def trial(project: Path, env: dict[str, str], modules: Path, mode: str, path: st
             ],
             cwd=project,
             env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            text=True,
-            start_new_session=True,
         )
         seconds = first_200(port, path) - started
         memory = pss_kib(process.pid)
@@ -186,17 +170,17 @@ def trial(project: Path, env: dict[str, str], modules: Path, mode: str, path: st
         else:
             # A spare serves; the next spare, preloaded, waits beside it.
             memory = pss_kib(process.pid) + waiting
-    stop(process)
+    stop_group(process)
     return seconds, memory
 
 
-def main() -> int:
+def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--project", type=Path, help="a project with manage.py")
     parser.add_argument("--settings", default="", help="DJANGO_SETTINGS_MODULE")
     parser.add_argument("--path", default="/hello/", help="the URL polled")
     parser.add_argument("--trials", type=int, default=7)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if not sys.platform.startswith("linux"):
         print("warm_designs.py reads /proc: Linux only", file=sys.stderr)
         return 2
@@ -241,7 +225,3 @@ def main() -> int:
         "\nchild serving and its preloaded parent."
     )
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import subprocess
 from pathlib import Path
 
 from cryptography import x509
@@ -63,3 +64,12 @@ def _general_name(name: str) -> x509.GeneralName:
         return x509.IPAddress(ipaddress.ip_address(name))
     except ValueError:
         return x509.DNSName(name)
+
+
+def make_nss_db(certutil: Path, directory: Path) -> None:
+    """A new, empty NSS database (the trust store of Chromium and Firefox)."""
+    directory.mkdir(parents=True)
+    subprocess.run(
+        [certutil, "-d", f"sql:{directory}", "-N", "--empty-password"],
+        check=True, capture_output=True, timeout=30,
+    )  # fmt: skip

@@ -1,4 +1,11 @@
-"""The supervisor: owns the socket and the watcher, starts and stops workers."""
+"""The supervisor: owns the socket and the watcher, starts and stops workers.
+
+Over 350 lines: it is the one place that decides (restart, offer, wait for
+a starting worker, error page, warm or cold), from typed events; what it
+watches (watching.py), the warm process (warmslot.py) and a worker process
+(process.py) are modules of their own, and its decisions are tested
+without processes (tests/reloader/test_supervisor.py).
+"""
 
 from __future__ import annotations
 

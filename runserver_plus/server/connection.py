@@ -1,4 +1,10 @@
-"""One client connection: read requests, answer them, keep alive, time out."""
+"""One client connection: read requests, answer them, keep alive, time out.
+
+Over 350 lines: this is the threaded and serial modes' driver around the
+sans-I/O core (core.py, request.py, body.py): every read and write of a
+connection, with its timeouts, the drain's deadline and TLS (tls.py), is
+here, in the order a request goes through them.
+"""
 
 from __future__ import annotations
 
@@ -37,6 +43,7 @@ from runserver_plus.server.request import (
 )
 from runserver_plus.server.response import FileSpan, Response
 from runserver_plus.server.sockets import set_io_timeout
+from runserver_plus.server.state import StopClock
 from runserver_plus.server.tls import (
     HANDSHAKE_RECORD,
     TLSLayer,
@@ -53,30 +60,6 @@ RECV_SIZE = 65536  # bytes
 #: recv() flag for a read that must not wait (the event loop's); 0 where the
 #: platform has none, as on Windows: the loop reads only readable sockets.
 _DONT_WAIT = getattr(socket, "MSG_DONTWAIT", 0)
-
-
-class StopClock:
-    """When the server stopped, shared by its connections: from then on each
-    response closes its connection, and a connection waits for its next
-    request only until the drain's deadline.
-
-    Read without a lock: one attribute, set once per stop.
-    """
-
-    def __init__(self) -> None:
-        #: ``time.monotonic()`` when the drain ends; None while serving.
-        self.deadline: float | None = None
-
-    def stop(self, timeout: float) -> None:
-        """The server stops: its connections have ``timeout`` seconds left.
-        A second stop keeps the first deadline if it is sooner."""
-        deadline = time.monotonic() + timeout
-        if self.deadline is None or deadline < self.deadline:
-            self.deadline = deadline
-
-    @property
-    def stopping(self) -> bool:
-        return self.deadline is not None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,89 +1,54 @@
-"""The threaded mode's event loop: requests served in turn, slow ones apart."""
+"""The threaded mode's event loop: requests served in turn, slow ones apart.
+
+Over 350 lines: the loop, its hand-over of a slow request to a thread of
+its own, and the hand-back of connections at a stop share one piece of
+state (which thread owns the loop, and which connections it holds); split
+across modules, each part would reach into the others'.
+"""
 
 from __future__ import annotations
 
 import contextlib
-import errno
 import math
 import selectors
 import socket
 import threading
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
-from runserver_plus.server import log
+from runserver_plus.server.accept import AcceptGate
 from runserver_plus.server.errors import ProtocolError
+from runserver_plus.server.state import ServerState
 
 if TYPE_CHECKING:
+    from runserver_plus.config import ServerConfig
     from runserver_plus.server.connection import Connection
-    from runserver_plus.server.server import Server
 
 #: How long one request may hold the loop before another thread takes it on.
 #: A request that takes longer delays the others by about this much, once.
 HAND_OVER_AFTER = 0.01  # s
 
-#: How long accepting pauses when the process is out of file descriptors.
-ACCEPT_PAUSE = 0.1  # s
-_OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
-
-
-class AcceptGate:
-    """Whether the listening socket is in a selector, and so accepted from.
-
-    It leaves the selector at the bound on open connections, and for
-    ``ACCEPT_PAUSE`` when the process runs out of file descriptors (with one
-    warning until an accept succeeds again): rather than spin on a listener
-    that stays readable, new connections wait in the backlog.
-    """
-
-    def __init__(
-        self, selector: selectors.BaseSelector, sock: socket.socket, data: object
-    ) -> None:
-        self._selector = selector
-        self._sock = sock
-        self._data = data
-        self.open = False
-        #: When accepting may resume after running out of resources, or 0.0.
-        self.resume_at = 0.0
-
-    def start(self) -> None:
-        if not self.open:
-            self._selector.register(self._sock, selectors.EVENT_READ, self._data)
-            self.open = True
-
-    def stop(self) -> None:
-        if self.open:
-            self._selector.unregister(self._sock)
-            self.open = False
-
-    def accepted(self) -> None:
-        """An accept succeeded: a later shortage is worth a new warning."""
-        self.resume_at = 0.0
-
-    def failed(self, error: OSError) -> None:
-        """Pause on a shortage of descriptors or memory; raise anything else."""
-        if error.errno not in _OUT_OF_RESOURCES:
-            raise error
-        if self.resume_at == 0.0:
-            log.log_accept_paused(error)
-        self.stop()
-        self.resume_at = time.monotonic() + ACCEPT_PAUSE
-
-    def resume(self, *, room: bool) -> float:
-        """Listen again if there is ``room`` and no pause; returns when to call
-        again for a pause still running (``math.inf`` for none)."""
-        if self.open:
-            return math.inf
-        if self.resume_at > time.monotonic():
-            return self.resume_at
-        if room:
-            self.start()
-        return math.inf
-
-
 # What a selector key's data says the socket is.
 _LISTENER = "listener"
 _WAKE = "wake"
+
+
+class LoopServer(Protocol):
+    """What the event loop needs from the server that runs it."""
+
+    config: ServerConfig
+    sock: socket.socket
+    state: ServerState
+
+    def accept_connection(self) -> Connection | None: ...
+
+    def close(self, connection: Connection) -> None: ...
+
+    def serve_alone(
+        self, connection: Connection, *, threaded: bool = False
+    ) -> None: ...
+
+    def shutdown(self, drain_timeout: float | None = None) -> None: ...
 
 
 class EventLoop:
@@ -108,7 +73,7 @@ class EventLoop:
     know of the stop), which is answered, with ``Connection: close``.
     """
 
-    def __init__(self, server: Server, selector: selectors.BaseSelector) -> None:
+    def __init__(self, server: LoopServer, selector: selectors.BaseSelector) -> None:
         self._server = server
         self._selector = selector
         self._idle_timeout = server.config.idle_timeout
@@ -138,8 +103,10 @@ class EventLoop:
     def run(self) -> None:
         """Serve until the server stops; return once the connections are handed on."""
         self._listener.start()
-        self._selector.register(self._server.wake_socket, selectors.EVENT_READ, _WAKE)
-        self._server.take_slot()
+        self._selector.register(
+            self._server.state.wake_socket, selectors.EVENT_READ, _WAKE
+        )
+        self._server.state.take_slot()
         self._start_owner(self._owner)
         self._watch()
 
@@ -155,7 +122,7 @@ class EventLoop:
                 if self._done:
                     break
                 if self._in_request:
-                    if self._server.stopping.is_set():
+                    if self._server.state.stopping.is_set():
                         leftover = self._end_loop()  # the owner will not look again
                     elif self._begun == begun:
                         self._hand_over()
@@ -172,7 +139,7 @@ class EventLoop:
     def _hand_over(self) -> None:
         """The request in the loop has taken too long: it keeps its thread, and a
         new owner takes the loop on. Under the lock, while the owner serves."""
-        if not self._server.take_slot(blocking=False):
+        if not self._server.state.take_slot(blocking=False):
             return  # every thread is busy: the loop waits for this request
         connection = self._current
         assert connection is not None
@@ -185,7 +152,7 @@ class EventLoop:
         thread = threading.Thread(
             target=self._own,
             args=(generation,),
-            name=self._server.thread_name(),
+            name=self._server.state.thread_name(),
             daemon=True,
         )
         thread.start()
@@ -205,7 +172,7 @@ class EventLoop:
             self._server.shutdown()
             raise
         finally:
-            self._server.thread_done(slot=True)
+            self._server.state.thread_done(slot=True)
 
     def _loop(self, generation: int) -> None:
         select = self._selector.select
@@ -316,8 +283,8 @@ class EventLoop:
     def _woken(self, generation: int) -> bool:
         """Take back returned connections; at a stop, hand every one on."""
         with contextlib.suppress(OSError):
-            self._server.wake_socket.recv(4096)
-        if self._server.stopping.is_set():
+            self._server.state.wake_socket.recv(4096)
+        if self._server.state.stopping.is_set():
             with self._cond:
                 leftover = self._end_loop()
             self._release(leftover)
@@ -360,7 +327,7 @@ class EventLoop:
             if given_back:
                 self._returned.append((connection, keep))
         if given_back:
-            self._server.wake()
+            self._server.state.wake()
         elif keep:
             self._server.serve_alone(connection)  # the loop has ended
         else:

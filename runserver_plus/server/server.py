@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
-import itertools
 import math
 import selectors
 import socket
@@ -14,10 +13,12 @@ from collections.abc import Callable
 from typing import cast
 
 from runserver_plus.config import ServerConfig
-from runserver_plus.server.connection import Connection, ConnectionSettings, StopClock
+from runserver_plus.server.accept import AcceptGate
+from runserver_plus.server.connection import Connection, ConnectionSettings
 from runserver_plus.server.linger import Lingerer
-from runserver_plus.server.loop import AcceptGate, EventLoop
+from runserver_plus.server.loop import EventLoop
 from runserver_plus.server.sockets import bound_port
+from runserver_plus.server.state import ServerState
 from runserver_plus.server.wsgi import WSGIApp, base_environ
 from runserver_plus.shutdown import StopRequested
 from runserver_plus.tls.context import server_context
@@ -69,15 +70,8 @@ class Server:
         self.app = app
         self.config = config
         self.port = bound_port(sock)
-        self._on_thread_exit = on_thread_exit
-        self._stopping = threading.Event()
-        self._stop = StopClock()
+        self.state = ServerState(config.max_threads, on_thread_exit)
         self._lingerer = Lingerer()
-        self._wake_r, self._wake_w = socket.socketpair()
-        self._active: set[Connection] = set()
-        self._active_changed = threading.Condition()
-        self._slots = threading.BoundedSemaphore(config.max_threads)
-        self._names = itertools.count(1)
         self._name = server_name(config.addr)
         #: Made here, in the process that serves, from the files the command chose.
         self._tls = (
@@ -89,11 +83,9 @@ class Server:
     def shutdown(self, drain_timeout: float | None = None) -> None:
         """Stop accepting; open connections get ``drain_timeout`` (default: the
         config's) to end. Safe to call from a signal handler or another thread."""
-        self._stop.stop(
+        self.state.stop(
             self.config.drain_timeout if drain_timeout is None else drain_timeout
         )
-        self._stopping.set()
-        self.wake()
 
     def drain(self, timeout: float) -> bool:
         """Wait up to ``timeout`` for the open connections to end (see the
@@ -101,18 +93,9 @@ class Server:
 
         Returns True when every connection finished in time.
         """
-        deadline = time.monotonic() + timeout + ABORT_AFTER
-        with self._active_changed:
-            while self._active:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-                self._active_changed.wait(remaining)
-            late = list(self._active)
-        for connection in late:
-            connection.abort()
+        done = self.state.wait_for_connections(timeout + ABORT_AFTER)
         self._lingerer.finish(LINGER_AT_EXIT)
-        return not late
+        return done
 
     def run(
         self, stop: threading.Event, drain_timeout: Callable[[], float] | None = None
@@ -162,42 +145,14 @@ class Server:
             if self.config.use_threading:
                 EventLoop(self, selector).run()
             else:
-                selector.register(self._wake_r, selectors.EVENT_READ)
+                selector.register(self.state.wake_socket, selectors.EVENT_READ)
                 self._serial_loop(selector)
         finally:
             selector.close()
             self.sock.close()
-            self._wake_r.close()
-            self._wake_w.close()
+            self.state.close()
 
     # --- for the event loop ---------------------------------------------------------
-
-    @property
-    def stopping(self) -> threading.Event:
-        return self._stopping
-
-    @property
-    def wake_socket(self) -> socket.socket:
-        """Readable when ``shutdown()`` or ``wake()`` was called."""
-        return self._wake_r
-
-    def wake(self) -> None:
-        with contextlib.suppress(OSError):  # the loop has ended and closed it
-            self._wake_w.send(b"x")
-
-    def take_slot(self, *, blocking: bool = True) -> bool:
-        """One of the ``max_threads`` threads that may serve at once."""
-        return self._slots.acquire(blocking=blocking)
-
-    def thread_name(self) -> str:
-        return f"runserver_plus-connection-{next(self._names)}"
-
-    def thread_done(self, *, slot: bool) -> None:
-        """A serving thread ends: free its slot and what it held."""
-        if slot:
-            self._slots.release()
-        if self._on_thread_exit is not None:
-            self._on_thread_exit()
 
     def accept_connection(self) -> Connection | None:
         """A new connection, or None when there was none to take after all;
@@ -208,7 +163,7 @@ class Server:
     def close(self, connection: Connection) -> None:
         """Close a connection that is done with, and stop tracking it."""
         connection.close()
-        self._untrack(connection)
+        self.state.untrack(connection)
 
     def serve_alone(self, connection: Connection, *, threaded: bool = False) -> None:
         """Serve the connection with blocking reads until it ends, in this
@@ -217,16 +172,16 @@ class Server:
             try:
                 connection.serve()
             finally:
-                self._untrack(connection)
+                self.state.untrack(connection)
             return
 
         def run() -> None:
             try:
                 self.serve_alone(connection)
             finally:
-                self.thread_done(slot=False)
+                self.state.thread_done(slot=False)
 
-        threading.Thread(target=run, name=self.thread_name(), daemon=True).start()
+        threading.Thread(target=run, name=self.state.thread_name(), daemon=True).start()
 
     # --- connections ---------------------------------------------------------
 
@@ -242,7 +197,7 @@ class Server:
             idle_timeout=self.config.idle_timeout,
             read_timeout=self.config.read_timeout,
             keep_alive=self.config.use_threading,
-            stop=self._stop,
+            stop=self.state.clock,
             lingerer=self._lingerer,
             tls=self._tls,
         )
@@ -272,13 +227,13 @@ class Server:
         try:
             while True:
                 now = time.monotonic()
-                close_at = self._stop.deadline or math.inf
+                close_at = self.state.clock.deadline or math.inf
                 for client, since in list(waiting.items()):
                     if now - since > idle_timeout or now >= close_at:
                         selector.unregister(client)
                         del waiting[client]
                         self._lingerer.close(client)
-                if self._stopping.is_set():
+                if self.state.stopping.is_set():
                     listener.stop()
                     if not waiting:
                         break
@@ -292,11 +247,11 @@ class Server:
                 timeout = None if wake_at == math.inf else max(0.0, wake_at - now)
                 for key, _ in selector.select(timeout):
                     if key.fileobj is self.sock:
-                        if not self._stopping.is_set():
+                        if not self.state.stopping.is_set():
                             self._accept_waiting(selector, listener, waiting)
-                    elif key.fileobj is self._wake_r:
+                    elif key.fileobj is self.state.wake_socket:
                         with contextlib.suppress(OSError):
-                            self._wake_r.recv(4096)
+                            self.state.wake_socket.recv(4096)
                     else:
                         client = cast(socket.socket, key.fileobj)
                         selector.unregister(client)
@@ -333,9 +288,8 @@ class Server:
         try:
             connection.serve()
         finally:
-            self._untrack(connection)
-            if self._on_thread_exit is not None:
-                self._on_thread_exit()
+            self.state.untrack(connection)
+            self.state.thread_resources_done()
 
     def _connection(
         self, client: socket.socket, peer: tuple[str, int]
@@ -347,14 +301,5 @@ class Server:
         except OSError:
             client.close()
             return None
-        self._track(connection)
+        self.state.track(connection)
         return connection
-
-    def _track(self, connection: Connection) -> None:
-        with self._active_changed:
-            self._active.add(connection)
-
-    def _untrack(self, connection: Connection) -> None:
-        with self._active_changed:
-            self._active.discard(connection)
-            self._active_changed.notify_all()

@@ -443,3 +443,25 @@ def can_bind(host: str, port: int) -> bool:
             return False
         sock.listen()
         return True
+
+
+#: Project code for a gate: ``_rsp_wait_for_gate(VARIABLE)`` holds the
+#: process (at most ``GATE_LIMIT`` seconds) until the file named by the
+#: environment variable exists, so that a test chooses when a worker goes
+#: on. Appended to a module of the project copy, before code that calls it.
+GATE_LIMIT = 30.0  # s
+GATE_CODE = f"""
+
+import os as _os
+import threading as _threading
+import time as _time
+
+
+def _rsp_wait_for_gate(variable):
+    gate = _os.environ.get(variable)
+    deadline = _time.monotonic() + {GATE_LIMIT}
+    while gate and not _os.path.exists(gate):
+        if _time.monotonic() > deadline:
+            raise RuntimeError(f"the test never opened the gate ${{variable}}")
+        _threading.Event().wait(0.02)
+"""

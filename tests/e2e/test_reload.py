@@ -18,7 +18,13 @@ import pytest
 
 from runserver_plus.reloader.errorpage import LONG_POLL, STATUS_PATH
 from runserver_plus.reloader.watcher import Watcher
-from tests.e2e.harness import BANNER_RE, Response, RunningServer, StartServer
+from tests.e2e.harness import (
+    BANNER_RE,
+    GATE_CODE,
+    Response,
+    RunningServer,
+    StartServer,
+)
 from tests.helpers import wait_until
 
 pytestmark = pytest.mark.e2e
@@ -40,23 +46,15 @@ START_GATE_ENV = "RSP_TEST_START_GATE"
 #: Appended to the copy's views.py: one line per import of the module, that
 #: is per worker start (hupper's way of counting restarts), and an optional
 #: gate that holds a starting worker until a file exists.
-START_HOOKS = f'''
-
-# Added by the test: count worker starts, optionally hold the start.
-import os as _os
-import threading as _threading
-import time as _time
-
+START_HOOKS = (
+    GATE_CODE
+    + f"""
 if _os.environ.get("{START_LOG_ENV}"):
     with open(_os.environ["{START_LOG_ENV}"], "a") as _log:
         _log.write(f"{{_os.getpid()}} {{_os.environ.get('RUN_MAIN')}}\\n")
-if _os.environ.get("{START_GATE_ENV}"):
-    _deadline = _time.monotonic() + 30
-    while not _os.path.exists(_os.environ["{START_GATE_ENV}"]):
-        if _time.monotonic() > _deadline:
-            raise RuntimeError("the test never opened the start gate")
-        _threading.Event().wait(0.02)
-'''
+_rsp_wait_for_gate("{START_GATE_ENV}")
+"""
+)
 
 HELLO = b"Hello, world!\n"
 

@@ -14,6 +14,7 @@ import pytest
 
 from runserver_plus.reloader.watcher import Watcher
 from tests.e2e.harness import (
+    GATE_CODE,
     RunningServer,
     StartServer,
     can_bind,
@@ -242,17 +243,7 @@ def test_a_stop_signal_taken_by_another_thread_of_the_supervisor_is_obeyed(
 
 #: Appended to the copy's views.py: a worker start that waits (bounded) for
 #: a file, so that the test can stop the server while a worker is starting.
-START_GATE = """
-
-import os as _os
-import threading as _threading
-import time as _time
-
-_gate = _os.environ.get("RSP_TEST_START_GATE")
-_deadline = _time.monotonic() + 30
-while _gate and not _os.path.exists(_gate) and _time.monotonic() < _deadline:
-    _threading.Event().wait(0.02)
-"""
+START_GATE = GATE_CODE + '\n_rsp_wait_for_gate("RSP_TEST_START_GATE")\n'
 
 
 @pytest.mark.parametrize("stop", STOPS)
@@ -288,27 +279,22 @@ def test_stop_while_a_worker_starts(
 #: Added to the copy's testapp/apps.py: an autoreload_started receiver (run
 #: by a worker after the checks, before it reports ready) that logs the start
 #: and waits, bounded, for a gate file to exist.
-READY_GATE = """
-
-import os as _os
-import threading as _threading
-import time as _time
-
+READY_GATE = (
+    GATE_CODE
+    + """
 from django.utils.autoreload import autoreload_started
 
 
 def _hold_before_ready(sender, **kwargs):
     with open(_os.environ["RSP_TEST_READY_LOG"], "a") as log:
         log.write(f"{_os.getpid()}\\n")
-    gate = _os.environ["RSP_TEST_READY_GATE"]
-    deadline = _time.monotonic() + 30
-    while not _os.path.exists(gate) and _time.monotonic() < deadline:
-        _threading.Event().wait(0.02)
+    _rsp_wait_for_gate("RSP_TEST_READY_GATE")
 
 
 if _os.environ.get("RSP_TEST_READY_GATE"):
     autoreload_started.connect(_hold_before_ready, dispatch_uid="rsp-test-gate")
 """
+)
 
 
 def test_a_stop_while_a_worker_starts_with_a_change_pending(

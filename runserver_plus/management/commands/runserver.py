@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import os
-import shlex
-import sys
 import threading
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO, cast
 from urllib.parse import urlparse
 
@@ -16,13 +13,8 @@ from django.core.management.base import CommandError, CommandParser, OutputWrapp
 from django.core.management.commands import runserver as core
 from django.db import connections
 
-from runserver_plus import _compat, banner, runner
-from runserver_plus.config import (
-    DEFAULT_SQL_REPEAT_THRESHOLD,
-    MAX_PORT,
-    WILDCARD_ADDRESSES,
-    ServerConfig,
-)
+from runserver_plus import _compat, banner, https, project, runner
+from runserver_plus.config import MAX_PORT, ServerConfig
 
 if TYPE_CHECKING:
     from runserver_plus.server.wsgi import WSGIApp
@@ -153,7 +145,7 @@ class RunserverPlusMixin:
         command.stderr = _flushing(command.stderr)
         self.options = options
         if options.get("trust") or options.get("install"):
-            self.trust(options)
+            https.trust(options, self.write_out)
             return
         self.hand_off(self.build_config(options))
 
@@ -177,7 +169,7 @@ class RunserverPlusMixin:
             display = "0.0.0.0"
         else:
             display = addr
-        tls = self._tls_files = self._tls(options, addr, ipv6=command.use_ipv6)
+        tls = self._tls_files = https.tls_files(options, addr, ipv6=command.use_ipv6)
         print_sql = bool(
             options.get("print_sql")
             or getattr(settings, "RUNSERVER_PLUS_PRINT_SQL", False)
@@ -191,18 +183,21 @@ class RunserverPlusMixin:
             use_reloader=options["use_reloader"],
             debug=settings.DEBUG,
             shutdown_message=options.get("shutdown_message", ""),
-            project_dir=_project_dir(),
-            ignored_paths=_ignored_paths(),
+            project_dir=project.project_dir(),
+            ignored_paths=project.settings_ignored_paths(),
             extra_watch_dirs=tuple(
                 os.path.abspath(d)
-                for d in (*_setting("WATCH_DIRS"), *options.get("watch_dirs", ()))
+                for d in (
+                    *project.list_setting("WATCH_DIRS"),
+                    *options.get("watch_dirs", ()),
+                )
             ),
             watch_include=(
-                *_setting("WATCH_INCLUDE"),
+                *project.list_setting("WATCH_INCLUDE"),
                 *options.get("watch_include", ()),
             ),
             watch_exclude=(
-                *_setting("WATCH_EXCLUDE"),
+                *project.list_setting("WATCH_EXCLUDE"),
                 *options.get("watch_exclude", ()),
             ),
             force_polling=bool(
@@ -215,80 +210,18 @@ class RunserverPlusMixin:
             ),
             verbosity=int(options.get("verbosity", 1)),
             livereload=self._livereload(options),
-            drain_timeout=_drain_timeout(),
-            static_dirs=_static_dirs(),
+            drain_timeout=project.drain_timeout(),
+            static_dirs=project.static_dirs(),
             https=tls is not None,
             tls_cert=tls.cert_file if tls else "",
             tls_key=tls.key_file if tls else "",
             tls_ca=tls.ca_file if tls else "",
             print_sql=print_sql,
             print_sql_queries=print_sql and int(options.get("verbosity", 1)) >= 2,
-            sql_repeat_threshold=_sql_repeat_threshold(),
-            run_commands=_run_commands(options),
+            sql_repeat_threshold=project.sql_repeat_threshold(),
+            run_commands=project.run_commands(options),
             colour=command.style.ERROR("x") != "x",
         )
-
-    def _tls(
-        self, options: dict[str, Any], addr: str, *, ipv6: bool
-    ) -> TLSFiles | None:
-        """The files to serve HTTPS with (None for plain HTTP), each problem
-        with them a one-line ``CommandError``."""
-        cert_file = options.get("cert_file") or ""
-        key_file = options.get("key_file") or ""
-        if key_file and not cert_file:
-            raise CommandError("--key-file goes with --cert-file.")
-        wanted = options.get("https") or getattr(
-            settings, "RUNSERVER_PLUS_HTTPS", False
-        )
-        if not (wanted or cert_file):
-            return None
-        # Imported only for HTTPS: cryptography takes a while to import.
-        from runserver_plus.tls import TLSSetupError, authority, files  # noqa: PLC0415
-
-        try:
-            if cert_file:
-                return files.user_files(cert_file, key_file)
-            wildcard = addr in WILDCARD_ADDRESSES
-            extra = banner.reachable_addresses(ipv6) if wildcard else [addr]
-            names = authority.server_names(authority.local_hostname(), extra)
-            return files.local_files(_ca_dir(), names)
-        except TLSSetupError as error:
-            raise CommandError(str(error)) from None
-
-    def trust(self, options: dict[str, Any]) -> None:
-        """``--trust``: where the certificate authority is and how to trust it;
-        with ``--install``, on Linux, do it."""
-        from runserver_plus.tls import TLSSetupError, authority, trust  # noqa: PLC0415
-
-        if options.get("install") and not options.get("trust"):
-            raise CommandError("--install goes with --trust.")
-        try:
-            ca = authority.load_or_create_authority(_ca_dir())
-        except TLSSetupError as error:
-            raise CommandError(str(error)) from None
-        nickname = ca.common_name
-        self.write_out(
-            f"The local certificate authority of runserver --https is\n"
-            f"  {ca.cert_path}\n"
-            "Nothing trusts it until you say so. To trust it:\n\n"
-            + trust.instructions(ca.cert_path, nickname)
-        )
-        if not options.get("install"):
-            return
-        if not sys.platform.startswith("linux"):
-            raise CommandError("--install works on Linux only: follow the steps above.")
-        steps = trust.linux_steps(ca.cert_path, nickname, Path.home())
-        if not steps:
-            raise CommandError(
-                "--install found no update-ca-certificates, update-ca-trust or "
-                "certutil to run: follow the steps above."
-            )
-        self.write_out("\nPerforming the steps for this machine:")
-        for step, code in trust.perform(steps):
-            self.write_out(f"  {step.title}: {step.shell}")
-            if code != 0:
-                raise CommandError(f"{step.shell} failed with exit code {code}.")
-        self.write_out("Done; restart the browsers.")
 
     def _livereload(self, options: dict[str, Any]) -> bool:
         """On with ``--livereload`` or the setting, only with DEBUG and the reloader."""
@@ -382,126 +315,6 @@ class RunserverPlusMixin:
 
     def close_thread_resources(self) -> None:
         connections.close_all()
-
-
-def _drain_timeout() -> float:
-    """``RUNSERVER_PLUS_DRAIN_TIMEOUT``: how long a stopping server keeps its
-    open connections (seconds)."""
-    value = getattr(
-        settings, "RUNSERVER_PLUS_DRAIN_TIMEOUT", ServerConfig.drain_timeout
-    )
-    try:
-        seconds = float(value)
-    except (TypeError, ValueError):
-        seconds = -1.0
-    if not 0 <= seconds < float("inf"):
-        raise CommandError(
-            f"RUNSERVER_PLUS_DRAIN_TIMEOUT must be a number of seconds, not {value!r}."
-        )
-    return seconds
-
-
-def _setting(name: str) -> tuple[str, ...]:
-    """A list setting ``RUNSERVER_PLUS_<name>`` (empty when unset)."""
-    return tuple(str(v) for v in getattr(settings, f"RUNSERVER_PLUS_{name}", ()))
-
-
-def _ca_dir() -> Path:
-    """Where the local certificate authority lives: ``RUNSERVER_PLUS_CA_DIR``
-    in the environment, then the setting, then the user's data directory."""
-    from runserver_plus.tls.authority import CA_DIR_ENV, default_ca_dir  # noqa: PLC0415
-
-    setting = getattr(settings, "RUNSERVER_PLUS_CA_DIR", "")
-    if setting and not os.environ.get(CA_DIR_ENV):
-        return Path(setting)
-    return default_ca_dir()
-
-
-def _run_commands(options: dict[str, Any]) -> tuple[tuple[str, ...], ...]:
-    """``--run`` and ``RUNSERVER_PLUS_RUN``, each split as a shell would.
-
-    The supervisor runs them, so ``--run`` with ``--noreload`` is an error;
-    the setting is left out there, as ``testserver`` and CI runs want.
-    """
-    asked = tuple(options.get("run_commands", ()))
-    if asked and not options["use_reloader"]:
-        raise CommandError(
-            "--run needs the reloader: its commands are started and stopped by "
-            "the supervisor process, which --noreload leaves out."
-        )
-    if not options["use_reloader"]:
-        return ()
-    commands = []
-    for text in (*_setting("RUN"), *asked):
-        try:
-            argv = tuple(shlex.split(text))
-        except ValueError as error:
-            raise CommandError(f'--run "{text}": {error}.') from None
-        if not argv:
-            raise CommandError("--run needs a command; it got an empty one.")
-        commands.append(argv)
-    return tuple(commands)
-
-
-def _sql_repeat_threshold() -> int:
-    """``RUNSERVER_PLUS_SQL_REPEAT_THRESHOLD``, checked: a bad value is a
-    one-line error, not a traceback in every request."""
-    threshold = getattr(
-        settings, "RUNSERVER_PLUS_SQL_REPEAT_THRESHOLD", DEFAULT_SQL_REPEAT_THRESHOLD
-    )
-    valid = isinstance(threshold, int) and not isinstance(threshold, bool)
-    if not valid or threshold < 0 or threshold == 1:
-        raise CommandError(
-            "RUNSERVER_PLUS_SQL_REPEAT_THRESHOLD must be a whole number of 2 or "
-            f"more, or 0 for no warning; it is {threshold!r}."
-        )
-    return threshold
-
-
-def _project_dir() -> str:
-    """The directory of ``manage.py`` (or the working directory for ``-m django``)."""
-    script = sys.argv[0] if sys.argv else ""
-    if script.endswith(".py") and os.path.isfile(script):
-        return os.path.dirname(os.path.abspath(script))
-    return os.getcwd()
-
-
-def _ignored_paths() -> tuple[str, ...]:
-    return ignored_paths(
-        getattr(settings, "MEDIA_ROOT", ""),
-        getattr(settings, "STATIC_ROOT", ""),
-        getattr(settings, "DATABASES", {}),
-    )
-
-
-def ignored_paths(
-    media_root: object, static_root: object, databases: dict[str, dict[str, Any]]
-) -> tuple[str, ...]:
-    """Paths that change while the server runs without being source code."""
-    paths = [media_root, static_root]
-    for database in databases.values():
-        if "sqlite" in str(database.get("ENGINE", "")):
-            paths.append(database.get("NAME"))
-    return tuple(os.path.abspath(str(p)) for p in paths if p and str(p) != ":memory:")
-
-
-# get_handler() may return our static wrapper, not only Django's WSGIHandler.
-def _static_dirs() -> tuple[str, ...]:
-    """The local directories the staticfiles finders serve from."""
-    from django.apps import apps  # noqa: PLC0415
-
-    if not apps.is_installed("django.contrib.staticfiles"):
-        return ()
-    from django.contrib.staticfiles import finders  # noqa: PLC0415
-
-    found: list[str] = []
-    for finder in finders.get_finders():
-        storages = getattr(finder, "storages", {})
-        for storage in storages.values():
-            location = getattr(storage, "location", None)
-            if location and os.path.isdir(location):
-                found.append(os.path.abspath(location))
-    return tuple(dict.fromkeys(found))
 
 
 class CoreCommand(RunserverPlusMixin, core.Command):  # type: ignore[misc]

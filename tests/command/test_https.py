@@ -11,9 +11,10 @@ from cryptography import x509
 from django.core.management.base import CommandError
 
 from runserver_plus.tls.authority import CA_CERT_FILE, certificate_names
-from tests.certs import user_pair
-from tests.test_command import RecordingCommand, config_for, run
-from tests.test_tls_units import TIMEOUT, make_nss_db, nss_only_path  # noqa: F401
+from tests.certs import make_nss_db, user_pair
+from tests.command.test_command import RecordingCommand, config_for, run
+
+TIMEOUT = 10.0  # s, for the thread that prints the trust line
 
 
 def served_names(cert_file: str) -> list[str]:
@@ -171,7 +172,7 @@ def test_trust_install_fills_the_nss_databases(
     ca_dir,
     tmp_path,
     monkeypatch,
-    nss_only_path,  # noqa: F811
+    nss_only_path,
 ):
     home = tmp_path / "home"
     chromium_db = home / ".pki" / "nssdb"

@@ -209,7 +209,7 @@ def test_a_file_goes_out_whole_through_tls(tls, tmp_path):
 @pytest.mark.django_db
 def test_static_files_over_tls_range_etag_and_304(tls):
     app = StaticFilesApp(echo_app, "/static/")  # type: ignore[arg-type]
-    hello = Path(__file__).parent / "static_fixtures" / "files" / "hello.txt"
+    hello = Path(__file__).parents[1] / "static_fixtures" / "files" / "hello.txt"
     content = hello.read_bytes()
     with (
         serve_app(app, **https_config(tls)) as live,

@@ -200,7 +200,7 @@ def served(**config: object) -> QueryLogApp:
 
 
 pytestmark = [
-    pytest.mark.urls("tests.test_print_sql"),
+    pytest.mark.urls("tests.server.test_print_sql"),
 ]
 
 

@@ -16,8 +16,8 @@ from runserver_plus.config import ServerConfig
 from runserver_plus.management.commands.runserver import (
     CoreCommand,
     StaticfilesCommand,
-    ignored_paths,
 )
+from runserver_plus.project import ignored_paths
 from runserver_plus.static import StaticFilesApp
 
 

@@ -537,7 +537,7 @@ def test_nothreading_drain_answers_a_connection_that_speaks_after_the_stop() -> 
         assert other.request("GET", "/other").status == 200
         live.server.shutdown()
         wait_until(
-            lambda: not wake_pending(live.server.wake_socket),
+            lambda: not wake_pending(live.server.state.wake_socket),
             5,
             "the serial loop never took the stop",
         )

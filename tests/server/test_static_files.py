@@ -22,7 +22,7 @@ from runserver_plus.static import StaticFilesApp
 MTIME_NS = 1_700_000_000_250_000_000  # Tue, 14 Nov 2023 22:13:20.25 GMT
 LAST_MODIFIED = "Tue, 14 Nov 2023 22:13:20 GMT"
 HELLO = b"hello world\n"
-FIXTURES = Path(__file__).parent / "static_fixtures"  # in tests.settings
+FIXTURES = Path(__file__).parent.parent / "static_fixtures"  # in tests.settings
 
 
 @dataclasses.dataclass

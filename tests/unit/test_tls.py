@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import datetime
 import os
-import shutil
 import socket
 import ssl
 import stat
-import subprocess
 import threading
 from pathlib import Path
 
@@ -30,7 +28,7 @@ from runserver_plus.tls.authority import (
 from runserver_plus.tls.context import server_context
 from runserver_plus.tls.files import local_files, user_files
 from runserver_plus.tls.trust import instructions, linux_steps, looks_trusted
-from tests.certs import user_pair
+from tests.certs import make_nss_db, user_pair
 
 TIMEOUT = 10.0  # s, per socket operation
 
@@ -329,28 +327,6 @@ def test_instructions_name_the_file_and_each_store(tmp_path, platform, words):
     assert str(ca) in text
     for word in words:
         assert word in text
-
-
-@pytest.fixture
-def nss_only_path(tmp_path, monkeypatch):
-    """A PATH with certutil and nothing else: no system store tool, no sudo,
-    no browser. The steps then touch temporary NSS databases only."""
-    certutil = shutil.which("certutil")
-    if certutil is None:
-        pytest.skip("certutil is not installed (Debian: libnss3-tools)")
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    (bin_dir / "certutil").symlink_to(certutil)
-    monkeypatch.setenv("PATH", str(bin_dir))
-    return bin_dir / "certutil"
-
-
-def make_nss_db(certutil: Path, directory: Path) -> None:
-    directory.mkdir(parents=True)
-    subprocess.run(
-        [certutil, "-d", f"sql:{directory}", "-N", "--empty-password"],
-        check=True, capture_output=True, timeout=30,
-    )  # fmt: skip
 
 
 def test_linux_steps_cover_each_nss_database_found(tmp_path, nss_only_path):
