@@ -21,3 +21,17 @@ def system_check_kwargs(
     kwargs: dict[str, Any] = dict(base(command, options)) if base is not None else {}
     kwargs["display_num_errors"] = True
     return kwargs
+
+
+def reset_settings() -> None:
+    """Make Django's settings load their module again on their next use.
+
+    Django 4.2 to 6.1: ``LazySettings`` keeps the loaded ``Settings`` in
+    ``_wrapped``, which holds ``empty`` before the first use. A warm process
+    (reloader/warm.py) loaded them to preload the installed packages; the
+    worker it becomes executes the settings module afresh.
+    """
+    from django.conf import settings  # noqa: PLC0415
+    from django.utils.functional import empty  # noqa: PLC0415
+
+    settings._wrapped = empty

@@ -46,6 +46,8 @@ class PreloadCommand(TypedDict):
     modules: list[str]
     roots: list[str]
     lock_dirs: list[str]
+    #: Whether to load the project's settings first (see warm.py).
+    settings: bool
 
 
 class GoCommand(TypedDict):

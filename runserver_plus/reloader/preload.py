@@ -12,9 +12,19 @@ from types import ModuleType
 #: warm process runs itself when it becomes the worker.
 NEVER_PRELOADED = frozenset({"__main__", "__mp_main__"})
 
-#: Lock files whose change means installed packages changed: a warm process
-#: prepared before is stale.
-LOCK_FILE_GLOBS = ("requirements*.txt", "poetry.lock", "uv.lock", "Pipfile.lock")
+#: How far a whole-second time stamp may lag the change it records.
+COARSE_TIMESTAMPS = 2_000_000_000  # ns
+#: Files whose change makes a warm process prepared before stale: lock files
+#: (installed packages changed), and the environment files that settings
+#: modules read (the warm process has loaded the settings).
+LOCK_FILE_GLOBS = (
+    "requirements*.txt",
+    "poetry.lock",
+    "uv.lock",
+    "Pipfile.lock",
+    ".env",
+    ".env.*",
+)
 
 
 def system_prefixes() -> tuple[str, ...]:
@@ -141,6 +151,10 @@ def changed_since(paths: Iterable[str], since_ns: int) -> str | None:
             st = os.stat(path)
         except OSError:
             return path
-        if max(st.st_ctime_ns, st.st_mtime_ns) >= since_ns:
+        changed = max(st.st_ctime_ns, st.st_mtime_ns)
+        # A file system that keeps whole seconds (or two) rounds a change
+        # just after ``since_ns`` down to before it.
+        coarse = changed % 1_000_000_000 == 0
+        if changed >= since_ns - (COARSE_TIMESTAMPS if coarse else 0):
             return path
     return None

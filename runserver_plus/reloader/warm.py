@@ -11,19 +11,24 @@ directory, the SIGINT handler, a fresh ``random`` seed), and runs the
 worker's script or module as ``__main__``: ``django.setup()``, the checks
 and serving then happen here, as in a cold worker, minus the imports.
 
-Which imports are kept: ``DJANGO_SETTINGS_MODULE`` is unset while
-preloading, so a module that reads settings at import fails, and so does one
-that needs the app registry. A failed import is undone (the modules it added
-are removed). A module whose import leaves something a worker must not
-inherit (a thread, an open file, configured settings, a module of the
-project) makes the whole process unusable: it reports the modules to skip
-and exits, and the supervisor prepares another without them.
+Which imports are kept: the project's settings are loaded first (many
+installed packages read them at import: Django REST framework's views,
+for one), then each module in turn. One that needs the app registry fails,
+and a failed import is undone (the modules it added are removed). A module
+whose import leaves something a worker must not inherit (a thread, an open
+file, a module of the project) makes the whole process unusable: it
+reports the modules to skip and exits, and the supervisor prepares another
+without them. When loading the settings is what did that (an error
+tracker's thread, say), the next warm process preloads without settings.
+On ``go`` the settings module and what it imported of the project are
+forgotten and Django's settings reset, so the worker executes them afresh;
+a change to any of their files (or to a ``.env`` file) makes the warm
+process stale first.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import importlib
 import os
 import queue
@@ -36,7 +41,8 @@ import time
 from collections.abc import Sequence
 from types import TracebackType
 
-from runserver_plus.reloader import control
+from runserver_plus import _compat
+from runserver_plus.reloader import control, procstate
 from runserver_plus.reloader.control import Channel
 from runserver_plus.reloader.preload import (
     changed_since,
@@ -45,6 +51,7 @@ from runserver_plus.reloader.preload import (
     module_paths,
     system_prefixes,
 )
+from runserver_plus.reloader.procstate import ProcessState
 from runserver_plus.server.sockets import adopt_socket
 
 #: Run with ``python -c``; argv[1] is the first entry of the worker's sys.path.
@@ -52,19 +59,15 @@ BOOTSTRAP = (
     "import sys; sys.path[0] = sys.argv.pop(1); "
     "from runserver_plus.reloader.warm import main; main()"
 )
-#: The nice value of the preloading thread (Linux sets it per thread, so the
-#: worker this process becomes keeps the normal priority).
-PRELOAD_NICE = 10
+#: How an unsafe report names the project's settings (see ``WarmSlot``).
+SETTINGS_MARK = "(the settings)"
 #: The process name ``ps`` and ``top`` show while it waits (Linux).
 PROCESS_NAME = "runserver-warm"
-#: Files changed this long before the process started count as changed
-#: after it: file systems with coarse timestamps round them down.
-TIMESTAMP_SLACK = 2_000_000_000  # ns
 
 
 def main() -> None:
     """The warm process, from its start to the worker's exit."""
-    started = time.time_ns() - TIMESTAMP_SLACK
+    started = time.time_ns()
     marker = control.read_worker_marker()
     if marker is None:
         sys.exit("runserver_plus: a warm process needs the supervisor's marker.")
@@ -74,8 +77,7 @@ def main() -> None:
     # Ctrl-C in the terminal reaches the whole process group; the supervisor,
     # not the terminal, ends a warm process.
     previous_sigint = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    name = _rename(PROCESS_NAME)
-    os.environ.pop("DJANGO_SETTINGS_MODULE", None)
+    name = procstate.rename(PROCESS_NAME)
     channel = Channel(adopt_socket(marker[1]))
     preloader = Preloader(channel)
     thread = threading.Thread(
@@ -90,8 +92,9 @@ def main() -> None:
                 "modules": [*modules],
                 "roots": [*roots],
                 "lock_dirs": [*lock_dirs],
+                "settings": bool(settings),
             }:
-                preloader.add(modules, roots, lock_dirs)
+                preloader.add(modules, roots, lock_dirs, settings=settings)
             case {"command": "go"}:
                 go = True
                 break
@@ -105,7 +108,10 @@ def main() -> None:
         os._exit(0)
     channel.send({"event": "went", "preloaded": preloader.loaded})
     control.hand_over(channel)
-    _rename(name)
+    _forget(preloader.settings_modules)
+    if preloader.settings_modules:
+        _compat.reset_settings()
+    procstate.rename(name)
     os.environ.clear()
     os.environ.update(environ)
     sys.path[:] = path
@@ -126,13 +132,23 @@ class Preloader:
         self.roots: tuple[str, ...] = ()
         self.lock_dirs: tuple[str, ...] = ()
         self.system = system_prefixes()
+        self.with_settings = False
+        #: What loading the settings imported: forgotten on go.
+        self.settings_modules: set[str] = set()
 
     def add(
-        self, modules: Sequence[str], roots: Sequence[str], lock_dirs: Sequence[str]
+        self,
+        modules: Sequence[str],
+        roots: Sequence[str],
+        lock_dirs: Sequence[str],
+        *,
+        settings: bool = False,
     ) -> None:
-        """Import ``modules``, judging by ``roots`` what is the project's."""
+        """Import ``modules``, judging by ``roots`` what is the project's;
+        with ``settings``, load the project's settings first."""
         self.roots = tuple(os.path.join(str(r), "") for r in roots)
         self.lock_dirs = tuple(str(d) for d in lock_dirs)
+        self.with_settings = self.with_settings or settings
         self.pending.put([str(m) for m in modules])
 
     def stop(self) -> None:
@@ -140,22 +156,50 @@ class Preloader:
         self.pending.put(())
 
     def run(self) -> None:
-        _lower_priority()
+        procstate.lower_priority()
+        batch = self.pending.get()  # the first comes with what to do
+        if not self.with_settings:
+            # Then a module that reads settings at import fails, as it must:
+            # loading them here is what was found unsafe.
+            os.environ.pop("DJANGO_SETTINGS_MODULE", None)
+        else:
+            self.settings_modules, why = self._load_settings()
+            if why:
+                self._give_up([SETTINGS_MARK], why)
         while not self.stopping.is_set():
-            for name in self.pending.get():
+            for name in batch:
                 if self.stopping.is_set():
                     return
                 added, why = self._load(name)
                 if why:
-                    # Nothing can take a thread or a setting back: this
-                    # process must not become a worker. The supervisor starts
-                    # another without these modules.
-                    self.channel.send(
-                        {"event": "unsafe", "modules": sorted(added), "why": why}
-                    )
-                    os._exit(0)
+                    self._give_up(sorted(added), why)
             if self.pending.empty():
                 self.channel.send({"event": "preloaded", "preloaded": self.loaded})
+            batch = self.pending.get()
+
+    def _give_up(self, modules: list[str], why: str) -> None:
+        """Nothing can take a thread or a setting back: this process must not
+        become a worker. The supervisor starts another without ``modules``."""
+        self.channel.send({"event": "unsafe", "modules": modules, "why": why})
+        os._exit(0)
+
+    def _load_settings(self) -> tuple[set[str], str]:
+        """Load the project's settings; return the modules that added, and
+        why the process is unfit when it is. Settings that fail to load (a
+        syntax error) are left to the worker, which reports them."""
+        before = set(sys.modules)
+        state = procstate.process_state()
+        try:
+            from django.conf import settings  # noqa: PLC0415
+
+            settings.INSTALLED_APPS  # noqa: B018 - loads the settings module
+        except Exception:  # noqa: BLE001 - the worker shows the error
+            _forget(set(sys.modules) - before)
+            return set(), ""
+        added = set(sys.modules) - before
+        self.loaded += len(added)
+        self.settings_modules = added
+        return added, self._unsafe(added, state, loading_settings=True)
 
     def _load(self, name: str) -> tuple[set[str], str]:
         """Import ``name``; return the modules it added and, when they leave
@@ -163,7 +207,7 @@ class Preloader:
         if name in sys.modules:
             return set(), ""
         before = set(sys.modules)
-        state = _state()
+        state = procstate.process_state()
         try:
             importlib.import_module(name)
         except (Exception, SystemExit):  # noqa: BLE001 - any failure: skip it
@@ -175,17 +219,19 @@ class Preloader:
         self.loaded += len(added)
         return added, self._unsafe(added, state)
 
-    def _unsafe(self, added: set[str], before: _State) -> str:
+    def _unsafe(
+        self, added: set[str], before: ProcessState, *, loading_settings: bool = False
+    ) -> str:
         """Why the modules just imported leave this process unfit, or ''."""
-        after = _state()
+        after = procstate.process_state()
         if after.threads > before.threads:
             return "started a thread"
         files = (before.files, after.files)
         if files[0] is not None and files[1] is not None and files[1] > files[0]:
             return "kept a file open"
-        if after.configured and not before.configured:
+        if after.configured and not before.configured and not loading_settings:
             return "configured Django's settings"
-        for name in added:
+        for name in added - self.settings_modules:
             module = sys.modules.get(name)
             if module is not None and any(
                 is_project_path(p, self.roots, self.system)
@@ -241,66 +287,3 @@ def _forget(names: set[str]) -> None:
         if parent in sys.modules:
             with contextlib.suppress(AttributeError):
                 delattr(sys.modules[parent], child)
-
-
-def _rename(name: str | None) -> str | None:
-    """Set this process's name as ``ps`` shows it; return the one it had
-    (None where the platform has no such name)."""
-    if name is None:
-        return None
-    try:
-        with open("/proc/self/comm", "r+") as comm:
-            previous = comm.read().rstrip("\n")
-            comm.seek(0)
-            comm.write(name)
-    except OSError:
-        return None
-    return previous
-
-
-def _lower_priority() -> None:
-    """Preload at a low priority, so that a serving worker is never slowed.
-
-    Only this thread: the process keeps its priority for when it serves, and
-    an unprivileged process could not raise it back. Linux alone sets the
-    priority per thread; elsewhere preloading runs at the normal priority.
-    """
-    if sys.platform.startswith("linux"):
-        with contextlib.suppress(OSError):
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), PRELOAD_NICE)
-
-
-@dataclasses.dataclass(frozen=True)
-class _State:
-    """What an import must not change in a process that becomes a worker."""
-
-    threads: int
-    files: int | None
-    configured: bool
-
-
-def _state() -> _State:
-    return _State(_thread_count(), _file_count(), _settings_configured())
-
-
-def _settings_configured() -> bool:
-    conf = sys.modules.get("django.conf")
-    settings = getattr(conf, "settings", None)
-    # LazySettings.configured does not load the settings.
-    return bool(getattr(settings, "configured", False))
-
-
-def _thread_count() -> int:
-    """Threads of this process, including those ``threading`` does not know."""
-    try:
-        return len(os.listdir("/proc/self/task"))
-    except OSError:
-        return threading.active_count()
-
-
-def _file_count() -> int | None:
-    """Open descriptors of this process, where the platform lists them."""
-    for folder in ("/proc/self/fd", "/dev/fd"):
-        with contextlib.suppress(OSError):
-            return len(os.listdir(folder))
-    return None

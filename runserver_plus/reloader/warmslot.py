@@ -10,7 +10,7 @@ from django.utils import autoreload
 from runserver_plus.config import ServerConfig
 from runserver_plus.reloader.preload import warm_command
 from runserver_plus.reloader.process import WorkerProcess
-from runserver_plus.reloader.warm import BOOTSTRAP
+from runserver_plus.reloader.warm import BOOTSTRAP, SETTINGS_MARK
 
 #: How many warm processes may be found unsafe (a module that starts a thread
 #: at import, say) and replaced in one session before preloading gives up.
@@ -74,6 +74,9 @@ class WarmSlot:
                 # preloaded (a change to one makes the warm process stale).
                 "roots": [project, *self.config.extra_watch_dirs],
                 "lock_dirs": [project, os.path.dirname(project)],
+                # Unless loading them once left something a worker must not
+                # inherit (a thread an error tracker starts, say).
+                "settings": SETTINGS_MARK not in self.unsafe,
             }
         )
 

@@ -66,7 +66,7 @@ class _ModuleReporter:
         self.stop = stop
         self.requested = threading.Event()
         self.reported: set[str] = set()
-        self.preload_reported: set[str] = set()
+        self.preload_seen: set[str] = set()
         self.roots = (config.project_dir, *config.extra_watch_dirs)
         self.preload = config.preload
 
@@ -86,14 +86,20 @@ class _ModuleReporter:
     def _report_preloadable(self) -> None:
         """Tell the supervisor, in import order, the modules a warm process
         may import for the next worker (see ``warm.py``)."""
-        names = preloadable(
-            sys.modules,
+        # Only the modules imported since the last report are looked at:
+        # judging one resolves its path.
+        unseen = {
+            name: module
+            for name, module in list(sys.modules.items())
+            if name not in self.preload_seen
+        }
+        self.preload_seen.update(unseen)
+        new = preloadable(
+            unseen,
             self.roots,
             settings_module=os.environ.get("DJANGO_SETTINGS_MODULE", ""),
         )
-        new = [n for n in names if n not in self.preload_reported]
         if new:
-            self.preload_reported.update(new)
             self.reloader.channel.send({"event": "preloadable", "modules": new})
 
     def run(self) -> None:

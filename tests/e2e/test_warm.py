@@ -68,6 +68,12 @@ def warm_probe(request):
     )
 """
 
+#: Appended to the copy's settings: one line per execution, with the pid.
+SETTINGS_LOG = """
+with open({log!r}, "a") as _log:
+    _log.write(f"{{__import__('os').getpid()}}\\n")
+"""
+
 #: An installed package (in a folder named site-packages, which is never
 #: watched) that the project imports.
 EXTLIB = "VALUE = {value}\n"
@@ -191,20 +197,33 @@ def test_a_restart_is_warm_and_the_project_cannot_tell(
     assert warm["fds"] == cold["fds"]
 
 
-def test_a_settings_edit_is_seen_by_a_warm_worker(
-    start_server: StartServer, probe_project: Path, project_dir: Path
+def test_a_settings_edit_is_served_cold_then_executed_afresh_by_a_warm_worker(
+    start_server: StartServer, probe_project: Path, project_dir: Path, tmp_path: Path
 ) -> None:
+    executions = tmp_path / "settings.log"
+    settings = project_dir / "testproject" / "settings.py"
+    settings.write_text(settings.read_text() + SETTINGS_LOG.format(log=str(executions)))
     server = start(start_server, probe_project)
     assert probe(server)["mark"] is None
-    wait_warm(server)
-    settings = project_dir / "testproject" / "settings.py"
+    wait_warm(server)  # it has loaded the settings to preload
+    lines = server.stderr.line_count()
     before = probe(server)
 
     settings.write_text(settings.read_text() + '\nRSP_TEST_MARK = "edited"\n')
 
     wait_for_new_worker(server, before["boot_id"])
     assert probe(server)["mark"] == "edited"
-    assert any("warm" in line for line in started(server)), server.stderr_text()
+    assert started(server) == [
+        f"Started the worker cold: the warm process was stale ({settings} changed)."
+    ]
+    # The next warm process loads the edited settings; the worker it becomes
+    # executes them again, in the same process.
+    warm_pid = wait_warm(server, start=lines)
+    after = restart(server, project_dir)
+    assert after["pid"] == warm_pid
+    assert after["mark"] == "edited"
+    assert "Started the worker warm" in started(server)[-1], server.stderr_text()
+    assert executions.read_text().split().count(str(warm_pid)) == 2
 
 
 def test_each_warm_worker_is_a_new_process_with_its_own_random(
@@ -337,3 +356,33 @@ def test_fixing_a_syntax_error_starts_warm(
         "Started the worker warm",
         "Started the worker warm",
     ]
+
+
+#: Appended to the copy's settings: a thread started as an error tracker's
+#: init() starts one.
+SETTINGS_THREAD = """
+import threading as _threading
+
+_threading.Thread(
+    target=_threading.Event().wait, name="rsp-settings-thread", daemon=True
+).start()
+"""
+
+
+def test_settings_that_start_a_thread_are_left_to_the_worker(
+    start_server: StartServer, probe_project: Path, project_dir: Path
+) -> None:
+    settings = project_dir / "testproject" / "settings.py"
+    settings.write_text(settings.read_text() + SETTINGS_THREAD)
+    server = start(start_server, probe_project)
+    server.wait_for_stderr(
+        r"^Not preloading \(the settings\): it started a thread\.$",
+        timeout=WARM_TIMEOUT,
+    )
+    lines = server.stderr.line_count()
+    wait_warm(server, start=lines)  # the next one preloads without settings
+
+    after = restart(server, project_dir)
+
+    assert "Started the worker warm" in started(server)[-1], server.stderr_text()
+    assert after["threads"].count("rsp-settings-thread") == 1
