@@ -20,6 +20,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from .handshakes import measure as measure_handshakes
 from .load import LoadError, LoadResult, ensure_wrk, run_wrk
 from .servers import (
     ServerError,
@@ -43,6 +44,18 @@ BUSY_LOAD = 1.0
 
 OURS = "runserver_plus"
 DJANGO = "django"
+#: runserver_plus --https, compared with OURS in plain HTTP.
+OURS_TLS = "runserver_plus --https"
+
+#: The scenarios measured over TLS too: (key of SCENARIOS, title).
+TLS_SCENARIOS = (
+    ("hello_c8", "/hello/ keep-alive, 8 connections"),
+    ("static_5mb", "5 MB static file, 1 connection"),
+)
+#: New connections with one request each: full handshakes over TLS.
+HANDSHAKES = "handshakes"
+HANDSHAKES_TITLE = "new connection per request (full handshakes)"
+HANDSHAKE_CLIENTS = 2  # client processes
 
 #: The scenario held to the in-process ceiling.
 CEILING_SCENARIO = "hello_c8"
@@ -121,13 +134,20 @@ def measure(args: argparse.Namespace, wrk: str, workdir: Path) -> dict[str, Any]
     print(f"Migrating the testproject copy in {project} ...", flush=True)
     migrate(project)
 
+    tls_env = server_env(django_runserver=False)
+    # Its own certificate authority, never the user's.
+    tls_env["RUNSERVER_PLUS_CA_DIR"] = str(workdir / "ca")
     servers = {
         OURS: ServerProcess(OURS, project, server_env(django_runserver=False)),
         DJANGO: ServerProcess(DJANGO, project, server_env(django_runserver=True)),
+        OURS_TLS: ServerProcess(
+            OURS_TLS, project, tls_env, args=["--https"], scheme="https"
+        ),
     }
     raw: dict[str, dict[str, list[dict[str, Any]]]] = {
-        key: {OURS: [], DJANGO: []} for key, *_ in SCENARIOS
+        key: {OURS: [], DJANGO: [], OURS_TLS: []} for key, *_ in SCENARIOS
     }
+    handshakes: dict[str, list[dict[str, float]]] = {OURS: [], OURS_TLS: []}
     ceilings: list[dict[str, Any]] = []
     exit_codes: dict[str, int | None] = {}
 
@@ -149,6 +169,8 @@ def measure(args: argparse.Namespace, wrk: str, workdir: Path) -> dict[str, Any]
             print(f"Round {round_number}/{args.rounds}", flush=True)
             for key, title, path, threads, connections, unit in SCENARIOS:
                 for name, server in servers.items():
+                    if name == OURS_TLS and key not in dict(TLS_SCENARIOS):
+                        continue
                     paired = key == CEILING_SCENARIO and name == OURS
                     before = ceiling() if paired else None
                     server.check_alive()
@@ -168,12 +190,30 @@ def measure(args: argparse.Namespace, wrk: str, workdir: Path) -> dict[str, Any]
                     )
                     if paired:
                         ceilings.append({"before": before, "after": ceiling()})
+            for name in (OURS, OURS_TLS):
+                server = servers[name]
+                server.check_alive()
+                rate, failed = measure_handshakes(
+                    server.url + "/hello/", args.seconds, HANDSHAKE_CLIENTS
+                )
+                handshakes[name].append({"per_second": rate, "errors": failed})
+                errors = f", {failed} errors" if failed else ""
+                print(
+                    f"  {HANDSHAKES_TITLE[:38]:38} {name:15} "
+                    f"{format_figure(rate, 'conn/s')}{errors}",
+                    flush=True,
+                )
         for server in servers.values():
             server.check_alive()
     finally:
         for name, server in servers.items():
             exit_codes[name] = server.stop()
-    return {"raw": raw, "ceiling": ceilings, "exit_codes": exit_codes}
+    return {
+        "raw": raw,
+        "handshakes": handshakes,
+        "ceiling": ceilings,
+        "exit_codes": exit_codes,
+    }
 
 
 def dataclass_dict(result: LoadResult) -> dict[str, Any]:
@@ -245,13 +285,48 @@ def summarise(measured: dict[str, Any]) -> dict[str, Any]:
         name: sum(scenarios[key][name]["errors"] for key in scenarios)
         for name in (OURS, DJANGO)
     }
+    tls = summarise_tls(measured)
+    errors[OURS] += sum(item["errors"] for item in tls.values())
     return {
         "scenarios": scenarios,
+        "tls": tls,
         "ceiling_requests_per_second": median(ceiling_runs),
         "ceiling_ratios": ceiling_ratios,
         "targets": targets,
         "errors": errors,
     }
+
+
+def summarise_tls(measured: dict[str, Any]) -> dict[str, Any]:
+    """Each TLS figure as a ratio to the same figure in plain HTTP, same run."""
+    tls: dict[str, Any] = {}
+    units = {key: unit for key, *_, unit in SCENARIOS}
+    for key, title in TLS_SCENARIOS:
+        unit = units[key]
+        field = "mib_per_second" if unit == "MiB/s" else "requests_per_second"
+        runs = measured["raw"][key]
+        plain = median([run[field] for run in runs[OURS]])
+        secure = median([run[field] for run in runs[OURS_TLS]])
+        tls[key] = {
+            "title": title,
+            "unit": unit,
+            "plain": plain,
+            "tls": secure,
+            "ratio": ratio(secure, plain),
+            "errors": sum(run["errors"] for run in runs[OURS_TLS]),
+        }
+    shakes = measured["handshakes"]
+    plain = median([run["per_second"] for run in shakes[OURS]])
+    secure = median([run["per_second"] for run in shakes[OURS_TLS]])
+    tls[HANDSHAKES] = {
+        "title": HANDSHAKES_TITLE,
+        "unit": "conn/s",
+        "plain": plain,
+        "tls": secure,
+        "ratio": ratio(secure, plain),
+        "errors": sum(run["errors"] for name in shakes for run in shakes[name]),
+    }
+    return tls
 
 
 def target(title: str, value: float, minimum: float) -> dict[str, Any]:
@@ -286,6 +361,19 @@ def print_report(summary: dict[str, Any], exit_codes: dict[str, int | None]) -> 
         )
     )
     print_table(rows)
+    tls_rows = [("over TLS (medians)", "plain HTTP", "HTTPS", "HTTPS/plain", "errors")]
+    for item in summary["tls"].values():
+        unit = item["unit"]
+        tls_rows.append(
+            (
+                item["title"],
+                format_figure(item["plain"], unit),
+                format_figure(item["tls"], unit),
+                f"{item['ratio']:.2f}x",
+                str(item["errors"]),
+            )
+        )
+    print_table(tls_rows)
     by_round = " ".join(f"{value:.2f}x" for value in summary["ceiling_ratios"])
     # For information: the target of half the ceiling is retired.
     print(f"\nours on 8 connections / the ceiling around it, by round: {by_round}")
@@ -367,6 +455,7 @@ def main(argv: list[str]) -> int:
         **summary,
         "exit_codes": measured["exit_codes"],
         "raw": measured["raw"],
+        "handshakes": measured["handshakes"],
         "ceiling_runs": measured["ceiling"],
     }
     RESULTS.write_text(json.dumps(document, indent=2) + "\n")

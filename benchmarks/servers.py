@@ -185,10 +185,19 @@ class ServerProcess:
     server's request log); :meth:`output` reads them back for error messages.
     """
 
-    def __init__(self, name: str, project: Path, env: Mapping[str, str]) -> None:
+    def __init__(
+        self,
+        name: str,
+        project: Path,
+        env: Mapping[str, str],
+        args: Sequence[str] = (),
+        scheme: str = "http",
+    ) -> None:
         self.name = name
         self.project = project
         self.env = dict(env)
+        self.args = tuple(args)
+        self.scheme = scheme
         self.port = 0
         self.exit_code: int | None = None
         self._proc: subprocess.Popen[bytes] | None = None
@@ -196,7 +205,7 @@ class ServerProcess:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{self.scheme}://127.0.0.1:{self.port}"
 
     def start(self) -> None:
         """Spawn the server and return once its port accepts connections."""
@@ -206,7 +215,7 @@ class ServerProcess:
             self.project,
             self.env,
             self.port,
-            ["--noreload"],
+            ["--noreload", *self.args],
             stdout_path=self._log_dir / "stdout",
             stderr_path=self._log_dir / "stderr",
         )

@@ -72,12 +72,12 @@ def reachable_addresses(ipv6: bool) -> list[str]:
     return [str(a) for a in sorted(set(usable), key=lambda a: (not a.is_loopback, a))]
 
 
-def wildcard_banner(ipv6: bool, port: int) -> str:
+def wildcard_banner(ipv6: bool, port: int, scheme: str = "http") -> str:
     """The extra banner lines for a server bound to every interface."""
     lines = ["The server listens on every interface; it can be reached at:"]
     for address in reachable_addresses(ipv6):
         host = f"[{address}]" if ":" in address else address
-        lines.append(f"  http://{host}:{port}/")
+        lines.append(f"  {scheme}://{host}:{port}/")
     return "\n".join(lines)
 
 
@@ -86,3 +86,20 @@ WILDCARD_WARNING = (
     "DEBUG=True they see tracebacks and settings on error pages; bind to "
     "127.0.0.1 unless you need this."
 )
+
+
+def trust_line(*, trusted: bool, local_ca: str) -> str:
+    """The banner's HTTPS line: does this system trust what the server presents?"""
+    if local_ca:
+        if trusted:
+            return f"HTTPS: the local certificate authority {local_ca} is trusted."
+        return (
+            f"HTTPS: the local certificate authority {local_ca} is not trusted by "
+            "this system, so browsers will warn; `manage.py runserver --trust` "
+            "says how to trust it."
+        )
+    if trusted:
+        return "HTTPS: the certificate is trusted by this system."
+    return (
+        "HTTPS: the certificate is not trusted by this system, so browsers will warn."
+    )

@@ -72,6 +72,15 @@ class ServerConfig:
     #: Whether console output is coloured (Django's decision for the command).
     colour: bool = False
 
+    # HTTPS (``--https``): the files are chosen and checked by the command;
+    # the process that serves loads them into its TLS context.
+    https: bool = False
+    #: The certificate (with the key when ``tls_key`` is empty), PEM.
+    tls_cert: str = ""
+    tls_key: str = ""
+    #: The local certificate authority's certificate, when it signed ``tls_cert``.
+    tls_ca: str = ""
+
     # Live browser reload (worker side).
     livereload: bool = False
     #: Local directories of the staticfiles finders, watched for live reload.
@@ -88,7 +97,11 @@ class ServerConfig:
     @property
     def url(self) -> str:
         """The base URL the banner prints, without the port."""
-        return f"http://{self.display_addr or self.addr}"
+        return f"{self.scheme}://{self.display_addr or self.addr}"
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.https else "http"
 
     @property
     def is_wildcard(self) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shlex
 import sys
+from pathlib import Path
 from typing import Any
 
 from django.conf import settings
@@ -28,6 +29,18 @@ def drain_timeout() -> float:
             f"RUNSERVER_PLUS_DRAIN_TIMEOUT must be a number of seconds, not {value!r}."
         )
     return seconds
+
+
+def ca_dir() -> Path:
+    """Where the local certificate authority lives: ``RUNSERVER_PLUS_CA_DIR``
+    in the environment, then the setting, then the user's data directory."""
+    # Imported here: only --https needs the certificate modules.
+    from runserver_plus.tls.authority import CA_DIR_ENV, default_ca_dir  # noqa: PLC0415
+
+    setting = getattr(settings, "RUNSERVER_PLUS_CA_DIR", "")
+    if setting and not os.environ.get(CA_DIR_ENV):
+        return Path(setting)
+    return default_ca_dir()
 
 
 def list_setting(name: str) -> tuple[str, ...]:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import gc
+import os
+import shutil
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -23,3 +26,31 @@ def collect_leaks() -> Iterator[None]:
     raises its ResourceWarning in the test that leaked it."""
     yield
     gc.collect()
+
+
+@pytest.fixture(autouse=True)
+def ca_dir(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> Path:
+    """Every test, and every server it starts, keeps its certificate authority
+    in a temporary directory: never the user's own."""
+    directory = tmp_path_factory.mktemp("ca") / "ca"
+    monkeypatch.setenv("RUNSERVER_PLUS_CA_DIR", str(directory))
+    return directory
+
+
+@pytest.fixture
+def nss_only_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A PATH with certutil and nothing else: no system store tool, no sudo,
+    no browser, so trust steps touch temporary NSS databases only. Returns
+    certutil's path; skips without certutil, except on CI (see .ci/run)."""
+    certutil = shutil.which("certutil")
+    if certutil is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("no certutil (CI installs libnss3-tools: see .ci/run)")
+        pytest.skip("no certutil: `apt-get install libnss3-tools` to run this")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "certutil").symlink_to(certutil)
+    monkeypatch.setenv("PATH", str(bin_dir))
+    return bin_dir / "certutil"

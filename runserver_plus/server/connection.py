@@ -2,8 +2,8 @@
 
 Over 350 lines: this is the threaded and serial modes' driver around the
 sans-I/O core (core.py, request.py, body.py): every read and write of a
-connection, with its timeouts and the drain's deadline, is here, in the
-order a request goes through them.
+connection, with its timeouts, the drain's deadline and TLS (tls.py), is
+here, in the order a request goes through them.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import socket
+import ssl
 import sys
 import time
 import traceback
@@ -43,6 +44,12 @@ from runserver_plus.server.request import (
 from runserver_plus.server.response import FileSpan, Response
 from runserver_plus.server.sockets import set_io_timeout
 from runserver_plus.server.state import StopClock
+from runserver_plus.server.tls import (
+    HANDSHAKE_RECORD,
+    TLSLayer,
+    https_location,
+    redirect_response,
+)
 from runserver_plus.server.wsgi import WSGIApp, WSGIEnviron, build_environ
 
 #: Unread request body we still read to keep a keep-alive connection in sync.
@@ -66,6 +73,9 @@ class ConnectionSettings:
     keep_alive: bool  # False with --nothreading: one request per connection
     stop: StopClock = dataclasses.field(default_factory=StopClock)
     lingerer: Lingerer = dataclasses.field(default_factory=Lingerer)
+    #: The HTTPS port's context: TLS for a connection that starts with a
+    #: handshake, a redirect to https for one that starts in plain HTTP.
+    tls: ssl.SSLContext | None = None
 
 
 class Connection:
@@ -84,6 +94,11 @@ class Connection:
         self.settings = settings
         self._buffer = RequestBuffer()
         self._aborted = False
+        #: On the HTTPS port: whether the first bytes are still to decide
+        #: between TLS and plain HTTP (which is only redirected).
+        self._sorting = settings.tls is not None
+        self._tls: TLSLayer | None = None
+        self._redirect = False
         #: The receive timeout in force. The send timeout never changes: it
         #: is set once, as each change costs system calls.
         self._timeout: float | None = None
@@ -112,6 +127,11 @@ class Connection:
 
     def close(self) -> None:
         """Close gracefully (see ``Lingerer``); the connection is done with."""
+        if self._tls is not None and not self._aborted:
+            # TLS's own end of stream first: without it, a response whose end
+            # is the close reads as truncated (curl and OpenSSL 3 say so).
+            with contextlib.suppress(OSError, ClientGone):
+                self._send_raw(self._tls.close_notify())
         self.settings.lingerer.close(self.sock)
 
     def _next_head(self) -> bytes | None:
@@ -127,10 +147,43 @@ class Connection:
         if timeout != self._timeout:  # idle between requests, or reading one
             set_io_timeout(self.sock, timeout, send=False)
             self._timeout = timeout
+        while True:
+            try:
+                raw = self.sock.recv(RECV_SIZE)
+            except (BlockingIOError, TimeoutError) as error:
+                raise ClientGone("timed out") from error
+            data = self._take_in(raw)
+            if data is None:
+                return b""  # the client closed, or its TLS failed
+            if data or not raw:
+                return data
+            # TLS: part of the handshake or of a record; read on.
+
+    def _take_in(self, raw: bytes) -> bytes | None:
+        """The request bytes in what the socket gave: ``raw`` itself in plain
+        HTTP; decrypted on a TLS connection (``b""`` while the handshake goes
+        on; None when the client closed TLS or it failed)."""
+        if self._sorting and raw:
+            self._sorting = False
+            if raw[0] == HANDSHAKE_RECORD:
+                assert self.settings.tls is not None
+                self._tls = TLSLayer(self.settings.tls)
+            else:
+                self._redirect = True
+        tls = self._tls
+        if tls is None:
+            return raw
         try:
-            return self.sock.recv(RECV_SIZE)
-        except (BlockingIOError, TimeoutError) as error:
-            raise ClientGone("timed out") from error
+            data = tls.receive(raw)
+        except ssl.SSLError:
+            data = None  # a client that refused our certificate, or noise
+        reply = tls.outgoing()
+        if reply:
+            try:
+                self._send_raw(reply)
+            except ClientWentAway:
+                return None
+        return data
 
     def _recv_body(self) -> bytes:
         """Bytes while a body arrives; ``ClientGone`` on EOF or timeout."""
@@ -145,8 +198,14 @@ class Connection:
 
     @property
     def has_partial_request(self) -> bool:
-        """Whether bytes of a request that has not arrived whole are buffered."""
-        return bool(self._buffer)
+        """Whether bytes of a request that has not arrived whole are buffered,
+        or, on the HTTPS port, the TLS handshake is not over: either way the
+        client gets the read timeout, not the idle one."""
+        return bool(self._buffer) or self._handshaking
+
+    @property
+    def _handshaking(self) -> bool:
+        return self._sorting or (self._tls is not None and not self._tls.handshaken)
 
     def receive_ready(self) -> bool:
         """Take what the client sent; False when it closed, reset or spoke TLS.
@@ -154,11 +213,16 @@ class Connection:
         For a socket the event loop saw readable, which answers at once.
         """
         try:
-            data = self.sock.recv(RECV_SIZE, _DONT_WAIT)
+            raw = self.sock.recv(RECV_SIZE, _DONT_WAIT)
         except BlockingIOError:
             return True  # a spurious wake-up: nothing to read after all
         except OSError:
             return False  # reset by the client
+        data = self._take_in(raw)
+        if data is None:
+            return False
+        if raw and not data:  # TLS: the handshake goes on, a record half here
+            return True
         return self._received(data)
 
     def _received(self, data: bytes) -> bool:
@@ -177,7 +241,7 @@ class Connection:
             if head is not None:
                 return head
             buffer = self._buffer
-            if buffer:
+            if self.has_partial_request:  # TLS handshakes included
                 timeout = self.settings.read_timeout
             else:
                 timeout = self._idle_wait()
@@ -229,6 +293,9 @@ class Connection:
             request, conn = parse_head(head)
         except ProtocolError as error:
             self._send_error(error, request_line, started)
+            return False
+        if self._redirect:
+            self._send_redirect(request, request_line, started)
             return False
         reader: RequestBody | NoBody
         body: IO[bytes] | RequestBody | NoBody
@@ -294,11 +361,31 @@ class Connection:
         """Persistent unless the client, the server mode or a stop says no."""
         return self.keeps_alive() and keep_alive_asked(request)
 
+    def _send_redirect(
+        self, request: RequestHead, request_line: str, started: float
+    ) -> None:
+        """Plain HTTP on the HTTPS port: 308 to the same URL in https."""
+        host = next((v for n, v in request.headers if n == b"host"), None)
+        environ = self.settings.base_environ
+        location = https_location(
+            host, request.target, f"{environ['SERVER_NAME']}:{environ['SERVER_PORT']}"
+        )
+        try:
+            self._sendall(redirect_response(location, head=request.method == b"HEAD"))
+        except ClientGone:
+            return
+        # "-" for the size, as for the other answers the server makes itself.
+        log.log_request(
+            request_line, 308, None, time.perf_counter() - started, self.sock
+        )
+
     def _send_error(
         self, error: ProtocolError, request_line: str, started: float
     ) -> None:
         """Answer a request the server rejects itself, then close; without the
         body when the request line, however malformed, asks for HEAD."""
+        if self._handshaking:
+            return  # no HTTP yet: a TLS client that stalled in its handshake
         log.log_protocol_error(error.status, error.reason, self.sock)
         try:
             self._sendall(error_response(error, request_line))
@@ -327,6 +414,9 @@ class Connection:
                     continue
                 self._sendall(b"".join(pending))
                 pending = []
+                if self._tls is not None:
+                    self._send_file_through_tls(part)
+                    continue
                 # sendfile() on a blocking socket would wait for a stalled
                 # client forever: bound it the slower way.
                 self.sock.settimeout(self.settings.read_timeout)
@@ -342,7 +432,23 @@ class Connection:
                 pending.append(part)
         self._sendall(b"".join(pending))
 
+    def _send_file_through_tls(self, part: FileSpan) -> None:
+        """``sendfile`` cannot encrypt: read the file and write it in pieces."""
+        part.file.seek(part.offset)
+        left = part.count
+        while left:
+            piece = part.file.read(min(left, MAX_SEND))
+            if not piece:
+                raise ClientWentAway("the file is shorter than announced")
+            self._sendall(piece)
+            left -= len(piece)
+
     def _sendall(self, data: bytes) -> None:
+        if self._tls is not None:
+            data = self._tls.encrypt(data) if data else b""
+        self._send_raw(data)
+
+    def _send_raw(self, data: bytes) -> None:
         try:
             if len(data) <= MAX_SEND:
                 if data:

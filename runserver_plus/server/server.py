@@ -21,6 +21,7 @@ from runserver_plus.server.sockets import bound_port
 from runserver_plus.server.state import ServerState
 from runserver_plus.server.wsgi import WSGIApp, base_environ
 from runserver_plus.shutdown import StopRequested
+from runserver_plus.tls.context import server_context
 
 #: How long after the drain's deadline busy connections are broken off: the
 #: idle ones end by themselves at the deadline, gracefully, and get a moment.
@@ -72,6 +73,10 @@ class Server:
         self.state = ServerState(config.max_threads, on_thread_exit)
         self._lingerer = Lingerer()
         self._name = server_name(config.addr)
+        #: Made here, in the process that serves, from the files the command chose.
+        self._tls = (
+            server_context(config.tls_cert, config.tls_key) if config.https else None
+        )
 
     # --- control, from any thread ------------------------------------------
 
@@ -183,13 +188,18 @@ class Server:
     def _settings(self, peer: tuple[str, int]) -> ConnectionSettings:
         return ConnectionSettings(
             base_environ=base_environ(
-                self._name, self.port, str(peer[0]), multithread=True
+                self._name,
+                self.port,
+                str(peer[0]),
+                multithread=True,
+                url_scheme=self.config.scheme,
             ),
             idle_timeout=self.config.idle_timeout,
             read_timeout=self.config.read_timeout,
             keep_alive=self.config.use_threading,
             stop=self.state.clock,
             lingerer=self._lingerer,
+            tls=self._tls,
         )
 
     def _accept(self) -> tuple[socket.socket, tuple[str, int]] | None:

@@ -106,7 +106,11 @@ def split_target(target: bytes) -> tuple[bytes, bytes]:
 
 
 def base_environ(
-    server_name: str, server_port: int, remote_addr: str, multithread: bool
+    server_name: str,
+    server_port: int,
+    remote_addr: str,
+    multithread: bool,
+    url_scheme: str = "http",
 ) -> WSGIEnviron:
     """The keys that are the same for every request on one connection."""
     return {
@@ -118,7 +122,7 @@ def base_environ(
         "REMOTE_ADDR": remote_addr,
         "REMOTE_HOST": "",
         "wsgi.version": (1, 0),
-        "wsgi.url_scheme": "http",
+        "wsgi.url_scheme": url_scheme,
         "wsgi.errors": sys.stderr,
         # Django's server says True even with --nothreading; apps and Django's
         # own code only use it as "other requests may run at the same time".

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 import pytest
@@ -44,9 +44,10 @@ def _unavailable(reason: str) -> None:
 
 
 @pytest.fixture(scope="session")
-def browser() -> Iterator[Browser]:
-    """One headless Chromium for the session; skips when it cannot run here,
-    except on CI (``CI=true``), whose .ci/run installs it: there it fails."""
+def launch_chromium() -> Iterator[Callable[[dict[str, str] | None], Browser]]:
+    """Launch a headless Chromium (with the environment given, if any); skips
+    when it cannot run here, except on CI (``CI=true``), whose .ci/run
+    installs it: there it fails. Each browser launched is closed at the end."""
     executable = shutil.which("chromium")
     if executable is None:
         _unavailable("no Chromium: `apt-get install chromium` (Debian) to run this")
@@ -54,17 +55,31 @@ def browser() -> Iterator[Browser]:
         from playwright.sync_api import sync_playwright
     except ImportError:
         _unavailable("no Playwright: `pip install playwright` to run this")
+    launched: list[Browser] = []
     with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(
-            executable_path=executable,
-            args=CHROMIUM_ARGS,
-            headless=True,
-            timeout=LAUNCH_TIMEOUT,
-        )
+
+        def launch(env: dict[str, str] | None = None) -> Browser:
+            chromium = playwright.chromium.launch(
+                executable_path=executable,
+                args=CHROMIUM_ARGS,
+                headless=True,
+                timeout=LAUNCH_TIMEOUT,
+                env=env,
+            )
+            launched.append(chromium)
+            return chromium
+
         try:
-            yield chromium
+            yield launch
         finally:
-            chromium.close()
+            for chromium in launched:
+                chromium.close()
+
+
+@pytest.fixture(scope="session")
+def browser(launch_chromium: Callable[[dict[str, str] | None], Browser]) -> Browser:
+    """One headless Chromium for the session."""
+    return launch_chromium(None)
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ import re
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import threading
 import time
@@ -25,7 +26,7 @@ from tests.helpers import wait_until
 TESTPROJECT_DIR = Path(__file__).resolve().parents[2] / "testproject"
 
 #: The banner line that says the socket is bound; Django < 6 has no "WSGI".
-BANNER_RE = re.compile(r"Starting (?:WSGI )?development server at (http://\S+/)")
+BANNER_RE = re.compile(r"Starting (?:WSGI )?development server at (https?://\S+/)")
 
 READY_TIMEOUT = 30.0  # s, from spawn to the banner line
 STOP_TIMEOUT = 10.0  # s, from SIGTERM to exit at teardown
@@ -221,6 +222,9 @@ class RunningServer:
         self.base_url = ""
         self.host = ""
         self.port = 0
+        #: How HTTPS requests verify the server: by default with the local
+        #: certificate authority of RUNSERVER_PLUS_CA_DIR (see tests/conftest.py).
+        self.tls_context: ssl.SSLContext | None = None
 
     @property
     def pid(self) -> int:
@@ -297,7 +301,17 @@ class RunningServer:
     ) -> http.client.HTTPConnection:
         """Return a new, unopened connection to the server; the caller closes it."""
         assert self.port, "the server is not ready"
+        if self.base_url.startswith("https://"):
+            return http.client.HTTPSConnection(
+                self.host, self.port, timeout=timeout, context=self.https_context()
+            )
         return http.client.HTTPConnection(self.host, self.port, timeout=timeout)
+
+    def https_context(self) -> ssl.SSLContext:
+        if self.tls_context is None:
+            ca_dir = Path(os.environ["RUNSERVER_PLUS_CA_DIR"])
+            self.tls_context = ssl.create_default_context(cafile=ca_dir / "ca.pem")
+        return self.tls_context
 
     def request(
         self,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from typing import TYPE_CHECKING, Any, TextIO, cast
 from urllib.parse import urlparse
 
@@ -12,11 +13,12 @@ from django.core.management.base import CommandError, CommandParser, OutputWrapp
 from django.core.management.commands import runserver as core
 from django.db import connections
 
-from runserver_plus import _compat, banner, project, runner
+from runserver_plus import _compat, banner, https, project, runner
 from runserver_plus.config import MAX_PORT, ServerConfig
 
 if TYPE_CHECKING:
     from runserver_plus.server.wsgi import WSGIApp
+    from runserver_plus.tls.files import TLSFiles
 
 
 class _FlushingOutput(OutputWrapper):
@@ -41,6 +43,10 @@ class RunserverPlusMixin:
     checks and the banner stay Django's own."""
 
     options: dict[str, Any]
+    #: What build_config() chose to serve over TLS, for announce().
+    _tls_files: TLSFiles | None = None
+    #: Prints the banner's trust line, after the rest of the banner.
+    trust_reported: threading.Thread | None = None
 
     def add_arguments(self, parser: CommandParser) -> None:
         super().add_arguments(parser)  # type: ignore[misc]
@@ -103,12 +109,44 @@ class RunserverPlusMixin:
             help="Add each request's SQL query count and time to its log line; "
             "with -v 2, print each query after it.",
         )
+        tls = parser.add_argument_group("runserver_plus HTTPS")
+        tls.add_argument(
+            "--https",
+            action="store_true",
+            help="Serve HTTPS on the port (plain HTTP there is redirected), with a "
+            "certificate from a local certificate authority unless --cert-file.",
+        )
+        tls.add_argument(
+            "--cert-file",
+            metavar="FILE",
+            help="Serve HTTPS with this PEM certificate (chain) instead.",
+        )
+        tls.add_argument(
+            "--key-file",
+            metavar="FILE",
+            help="The PEM key of --cert-file, when it is not in that file.",
+        )
+        tls.add_argument(
+            "--trust",
+            action="store_true",
+            help="Print where the local certificate authority is and how to trust "
+            "it on this platform, then exit.",
+        )
+        tls.add_argument(
+            "--install",
+            action="store_true",
+            help="With --trust, on Linux: perform those steps (system store, "
+            "Chromium's and Firefox's NSS databases) with the tools present.",
+        )
 
     def run(self, **options: Any) -> None:
         command: Any = self
         command.stdout = _flushing(command.stdout)
         command.stderr = _flushing(command.stderr)
         self.options = options
+        if options.get("trust") or options.get("install"):
+            https.trust(options, self.write_out)
+            return
         self.hand_off(self.build_config(options))
 
     def hand_off(self, config: ServerConfig) -> None:
@@ -131,6 +169,7 @@ class RunserverPlusMixin:
             display = "0.0.0.0"
         else:
             display = addr
+        tls = self._tls_files = https.tls_files(options, addr, ipv6=command.use_ipv6)
         print_sql = bool(
             options.get("print_sql")
             or getattr(settings, "RUNSERVER_PLUS_PRINT_SQL", False)
@@ -173,6 +212,10 @@ class RunserverPlusMixin:
             livereload=self._livereload(options),
             drain_timeout=project.drain_timeout(),
             static_dirs=project.static_dirs(),
+            https=tls is not None,
+            tls_cert=tls.cert_file if tls else "",
+            tls_key=tls.key_file if tls else "",
+            tls_ca=tls.ca_file if tls else "",
             print_sql=print_sql,
             print_sql_queries=print_sql and int(options.get("verbosity", 1)) >= 2,
             sql_repeat_threshold=project.sql_repeat_threshold(),
@@ -235,11 +278,32 @@ class RunserverPlusMixin:
 
     def announce(self, port: int) -> None:
         command: Any = self
-        command.on_bind(port)
         config: ServerConfig = self.build_config(self.options)
+        command.protocol = config.scheme  # Django's on_bind() prints it
+        command.on_bind(port)
         if config.is_wildcard:
-            command.stdout.write(banner.wildcard_banner(config.use_ipv6, port))
+            command.stdout.write(
+                banner.wildcard_banner(config.use_ipv6, port, config.scheme)
+            )
             command.stdout.write(command.style.WARNING(banner.WILDCARD_WARNING))
+        if self._tls_files is not None:
+            for warning in self._tls_files.warnings:
+                command.stderr.write(command.style.WARNING(f"WARNING: {warning}"))
+            # Loading the system's trust store takes tens of milliseconds: a
+            # restart does not wait for it to serve.
+            self.trust_reported = threading.Thread(
+                target=self._report_trust,
+                args=(config,),
+                name="runserver_plus-trust",
+                daemon=True,
+            )
+            self.trust_reported.start()
+
+    def _report_trust(self, config: ServerConfig) -> None:
+        from runserver_plus.tls.trust import looks_trusted  # noqa: PLC0415
+
+        trusted = looks_trusted(config.tls_cert, config.tls_key)
+        self.write_out(banner.trust_line(trusted=trusted, local_ca=config.tls_ca))
 
     def write_out(self, text: str) -> None:
         command: Any = self
