@@ -258,9 +258,6 @@ class Supervisor:
                     self._handle_paths(pending)
             case {"event": "serving"} if current and not self.stopping:
                 self.companions.start()  # once: after the first worker serves
-                # The next warm process: from what earlier workers imported;
-                # this one's report adds to it.
-                self.warm.learn([], serving=True)
             case {
                 "event": "offer_result",
                 "id": int(offer_id),

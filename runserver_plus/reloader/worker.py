@@ -108,7 +108,8 @@ class _ModuleReporter:
         request_finished.connect(self.request_seen, weak=False)
         try:
             # Not at once: the first requests after a restart (a browser
-            # reloading) would share the CPU with the scan.
+            # reloading) would share the CPU with the scan, and with the next
+            # warm process, which the supervisor starts on this report.
             if self.stop.wait(FIRST_REPORT_DELAY):
                 return
             self.report()

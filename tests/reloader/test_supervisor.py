@@ -329,9 +329,11 @@ def test_a_save_hands_the_next_worker_to_the_warm_process(warm: Driven) -> None:
     assert warm.supervisor.warm.process is None  # the next comes once it serves
     warm.ready(process)
     warm.message(process, event="serving")
+    assert warm.supervisor.warm.process is None  # not while its first requests
+    warm.message(process, event="preloadable", modules=["decimal"])
     following = warm_process(warm)
     assert following is not process
-    assert following.commands("preload")[0]["modules"] == ["json"]
+    assert following.commands("preload")[0]["modules"] == ["json", "decimal"]
 
 
 def test_a_warm_process_that_found_an_unsafe_module_is_replaced_without_it(
