@@ -17,9 +17,6 @@ import h11
 
 from runserver_plus.server import log
 from runserver_plus.server.request import (
-    HEAD_END,
-    MAX_HEAD,
-    MAX_REQUEST_LINE,
     NO_BODY,
     NoBody,
     ProtocolError,
@@ -28,6 +25,7 @@ from runserver_plus.server.request import (
     decode_chunked,
     h11_reason,
     parse_head,
+    take_head,
 )
 from runserver_plus.server.response import (
     ClientGone,
@@ -159,23 +157,7 @@ class Connection:
     def take_head(self) -> bytes | None:
         """The next request's head if it has arrived whole, else None;
         ``ProtocolError`` (414, 431) when it is too long to wait for."""
-        buffer = self._buffer
-        if not buffer:
-            return None
-        while buffer[:2] == b"\r\n" or buffer[:1] == b"\n":
-            del buffer[: 2 if buffer[:1] == b"\r" else 1]  # RFC 9112 §2.2
-        match = HEAD_END.search(buffer)
-        # A head over the limit is refused (below) even when the read that
-        # took it over the limit also brought its end.
-        if match and match.end() <= MAX_HEAD:
-            head = bytes(buffer[: match.end()])
-            del buffer[: match.end()]
-            return head
-        if buffer.find(b"\n") < 0 and len(buffer) > MAX_REQUEST_LINE:
-            raise ProtocolError(414, "Request-URI Too Long")
-        if len(buffer) > MAX_HEAD:
-            raise ProtocolError(431, "Request header fields too large")
-        return None
+        return take_head(self._buffer)
 
     @property
     def served(self) -> int:

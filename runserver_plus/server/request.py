@@ -36,6 +36,28 @@ class ProtocolError(Exception):
         self.reason = reason
 
 
+def take_head(buffer: bytearray) -> bytes | None:
+    """Remove and return the next request's head from ``buffer`` once it has
+    arrived whole, else None; ``ProtocolError`` (414, 431) when it is too long
+    to wait for. Empty lines before a request are skipped (RFC 9112 §2.2)."""
+    if not buffer:
+        return None
+    while buffer[:2] == b"\r\n" or buffer[:1] == b"\n":
+        del buffer[: 2 if buffer[:1] == b"\r" else 1]
+    match = HEAD_END.search(buffer)
+    # A head over the limit is refused (below) even when the read that
+    # took it over the limit also brought its end.
+    if match and match.end() <= MAX_HEAD:
+        head = bytes(buffer[: match.end()])
+        del buffer[: match.end()]
+        return head
+    if buffer.find(b"\n") < 0 and len(buffer) > MAX_REQUEST_LINE:
+        raise ProtocolError(414, "Request-URI Too Long")
+    if len(buffer) > MAX_HEAD:
+        raise ProtocolError(431, "Request header fields too large")
+    return None
+
+
 class RequestHead:
     """A parsed request head: what ``build_environ`` and the connection read.
 
