@@ -10,6 +10,9 @@ MAX_PORT = 65535
 #: A statement shape run this many times in one request is warned about.
 DEFAULT_SQL_REPEAT_THRESHOLD = 10
 
+#: The largest WebSocket message an application is sent; larger -> close 1009.
+DEFAULT_WEBSOCKET_MAX_MESSAGE = 1024 * 1024  # bytes
+
 #: Addresses that mean "every interface" in Django's addrport forms.
 WILDCARD_ADDRESSES = frozenset({"0", "0.0.0.0", "::"})
 
@@ -28,6 +31,10 @@ class ServerConfig:
     #: The address as the banner shows it (``[::1]``, ``0.0.0.0``, ...).
     display_addr: str = ""
     use_threading: bool = True
+    #: Serve the project's ASGI application with the asyncio driver.
+    asgi: bool = False
+    #: ASGI mode: the largest WebSocket message taken from a client.
+    websocket_max_message: int = DEFAULT_WEBSOCKET_MAX_MESSAGE  # bytes
     use_reloader: bool = True
     #: Whether the project runs with DEBUG on (error pages, exposure warning).
     debug: bool = True

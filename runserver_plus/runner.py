@@ -10,7 +10,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from types import FrameType
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, cast
 
 from django.utils import autoreload
 from django.utils.autoreload import DJANGO_AUTORELOAD_ENV
@@ -21,6 +21,9 @@ from runserver_plus.reloader.control import take_worker_marker
 from runserver_plus.server.sockets import bind_error_message, bind_socket
 
 if TYPE_CHECKING:
+    from runserver_plus.server.asgi import AsgiServer
+    from runserver_plus.server.asgi_scope import ASGIApp
+    from runserver_plus.server.server import Server
     from runserver_plus.server.wsgi import WSGIApp
 
 #: The supervisor passes the listening socket as an inherited descriptor.
@@ -37,8 +40,9 @@ STOP_SIGNALS = tuple(
 class Host(Protocol):
     """What the runner needs from the management command."""
 
-    def load_application(self) -> WSGIApp:
-        """Run the checks and build the WSGI handler (may raise)."""
+    def load_application(self) -> WSGIApp | ASGIApp:
+        """Run the checks and build the handler, the ASGI one when
+        ``config.asgi`` (may raise)."""
 
     def announce(self, port: int) -> None:
         """Print the banner for a server listening on ``port``."""
@@ -118,7 +122,7 @@ def bind_or_exit(config: ServerConfig, host: Host) -> socket.socket:
 
 def serve(
     sock: socket.socket,
-    app: WSGIApp,
+    app: WSGIApp | ASGIApp,
     config: ServerConfig,
     host: Host,
     *,
@@ -131,11 +135,7 @@ def serve(
     ``drain_timeout`` chooses the drain bound when the stop comes (default:
     the config's).
     """
-    # Imported here: the supervisor never serves the project, so its start
-    # does not pay for the HTTP stack.
-    from runserver_plus.server.server import Server  # noqa: PLC0415
-
-    server = Server(sock, app, config, on_thread_exit=host.close_thread_resources)
+    server = _server(sock, app, config, host)
 
     def accept_loop() -> None:
         try:
@@ -169,6 +169,22 @@ def serve(
     finally:
         if config.shutdown_message:
             host.write_out(config.shutdown_message)
+
+
+def _server(
+    sock: socket.socket, app: WSGIApp | ASGIApp, config: ServerConfig, host: Host
+) -> Server | AsgiServer:
+    """The threaded WSGI server, or the asyncio driver in ASGI mode."""
+    # Imported here: the supervisor never serves the project, so its start
+    # does not pay for the HTTP stack.
+    if config.asgi:
+        from runserver_plus.server.asgi import AsgiServer  # noqa: PLC0415
+
+        return AsgiServer(sock, cast("ASGIApp", app), config)
+    from runserver_plus.server.server import Server  # noqa: PLC0415
+
+    wsgi_app = cast("WSGIApp", app)
+    return Server(sock, wsgi_app, config, on_thread_exit=host.close_thread_resources)
 
 
 class StopRequested(BaseException):

@@ -6,7 +6,7 @@ import os
 import sys
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from django.core.signals import request_finished
 from django.utils import autoreload
@@ -20,6 +20,8 @@ from runserver_plus.server.sockets import adopt_socket
 if TYPE_CHECKING:
     from runserver_plus.config import ServerConfig
     from runserver_plus.runner import Host
+    from runserver_plus.server.asgi_scope import ASGIApp
+    from runserver_plus.server.wsgi import WSGIApp
 
 #: How long a worker whose supervisor vanished may drain before it exits.
 ORPHAN_DRAIN = 1.0  # s
@@ -110,6 +112,17 @@ class _ModuleReporter:
             request_finished.disconnect(self.request_seen)
 
 
+def _with_livereload(
+    app: WSGIApp | ASGIApp, hub: Hub, *, asgi: bool
+) -> WSGIApp | ASGIApp:
+    """The application behind live reload's layer, for its interface."""
+    if asgi:
+        from runserver_plus.livereload.asgi import AsgiLiveReload  # noqa: PLC0415
+
+        return AsgiLiveReload(cast("ASGIApp", app), hub)
+    return LiveReloadApp(cast("WSGIApp", app), hub)
+
+
 def run_worker(
     config: ServerConfig, host: Host, listen_fd: int, control_fd: int
 ) -> None:
@@ -160,7 +173,7 @@ class Worker:
         if self.stop.is_set():
             return
         if self.hub is not None:
-            app = LiveReloadApp(app, self.hub)
+            app = _with_livereload(app, self.hub, asgi=self.config.asgi)
             for directory in self.static_dirs:
                 self.reloader.watch_dir(directory, "**/*")
         autoreload.autoreload_started.send(sender=self.reloader)

@@ -6,6 +6,10 @@ Environment variables:
 * ``TESTPROJECT_ALLOWED_HOSTS``: comma-separated ``ALLOWED_HOSTS`` (default empty).
 * ``TESTPROJECT_DJANGO_RUNSERVER``: ``"1"`` leaves runserver_plus out of
   ``INSTALLED_APPS`` so Django's own ``runserver`` serves the same project.
+* ``TESTPROJECT_ASGI``: ``"1"`` sets ``ASGI_APPLICATION``, so ``runserver``
+  serves ``testproject/asgi.py`` (with Channels' WebSocket routes, when installed).
+* ``TESTPROJECT_DAPHNE``: ``"1"`` adds Daphne to ``INSTALLED_APPS``, above
+  runserver_plus, so Daphne's ``runserver`` serves (for the benchmarks).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ ALLOWED_HOSTS = [
 USE_DJANGO_RUNSERVER = os.environ.get("TESTPROJECT_DJANGO_RUNSERVER") == "1"
 
 INSTALLED_APPS = [
+    *(["daphne"] if os.environ.get("TESTPROJECT_DAPHNE") == "1" else []),
     # Above django.contrib.staticfiles: the first app listed supplies runserver.
     *([] if USE_DJANGO_RUNSERVER else ["runserver_plus"]),
     "django.contrib.admin",
@@ -68,6 +73,8 @@ TEMPLATES = [
 ]
 
 WSGI_APPLICATION = "testproject.wsgi.application"
+if os.environ.get("TESTPROJECT_ASGI") == "1":
+    ASGI_APPLICATION = "testproject.asgi.application"
 
 DATABASES = {
     "default": {

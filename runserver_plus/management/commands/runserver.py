@@ -14,10 +14,11 @@ from django.core.management.base import CommandError, CommandParser, OutputWrapp
 from django.core.management.commands import runserver as core
 from django.db import connections
 
-from runserver_plus import _compat, banner, runner
+from runserver_plus import _compat, asgi_mode, banner, runner
 from runserver_plus.config import DEFAULT_SQL_REPEAT_THRESHOLD, MAX_PORT, ServerConfig
 
 if TYPE_CHECKING:
+    from runserver_plus.server.asgi_scope import ASGIApp
     from runserver_plus.server.wsgi import WSGIApp
 
 
@@ -30,6 +31,15 @@ class _FlushingOutput(OutputWrapper):
     ) -> None:
         super().write(msg, style_func, ending)
         self.flush()
+
+
+class _AsgiBannerOutput(_FlushingOutput):
+    """Django's banner, naming the ASGI server in Django's words."""
+
+    def write(  # type: ignore[override]  # OutputWrapper's own signature
+        self, msg: str = "", style_func: Any = None, ending: str | None = None
+    ) -> None:
+        super().write(asgi_mode.asgi_banner(msg), style_func, ending)
 
 
 def _flushing(wrapper: OutputWrapper) -> OutputWrapper:
@@ -98,6 +108,19 @@ class RunserverPlusMixin:
             "server serves, keep it across reloads and stop it with the server; "
             "its output is prefixed (repeatable).",
         )
+        interface = parser.add_argument_group("runserver_plus ASGI")
+        choice = interface.add_mutually_exclusive_group()
+        choice.add_argument(
+            "--asgi",
+            action="store_true",
+            help="Serve the ASGI application (ASGI_APPLICATION, or Django's "
+            "ASGI handler); the default when ASGI_APPLICATION is set.",
+        )
+        choice.add_argument(
+            "--wsgi",
+            action="store_true",
+            help="Serve the WSGI application even when ASGI_APPLICATION is set.",
+        )
         sql = parser.add_argument_group("runserver_plus SQL")
         sql.add_argument(
             "--print-sql",
@@ -143,6 +166,8 @@ class RunserverPlusMixin:
             use_ipv6=command.use_ipv6,
             display_addr=display,
             use_threading=options["use_threading"],
+            asgi=asgi_mode.wants_asgi(options),
+            websocket_max_message=asgi_mode.websocket_max_message(),
             use_reloader=options["use_reloader"],
             debug=settings.DEBUG,
             shutdown_message=options.get("shutdown_message", ""),
@@ -190,7 +215,7 @@ class RunserverPlusMixin:
 
     # --- the runner's Host interface -------------------------------------
 
-    def load_application(self) -> WSGIApp:
+    def load_application(self) -> WSGIApp | ASGIApp:
         """What Django's ``inner_run`` does before it binds: the system checks,
         the migration check, then the handler."""
         command: Any = self
@@ -201,8 +226,14 @@ class RunserverPlusMixin:
         command.check_migrations()
         for connection in connections.all(initialized_only=True):
             connection.close()
+        if self.build_config(options).asgi:
+            return self.get_asgi_handler(**options)
         handler: WSGIApp = command.get_handler(**options)
         return handler
+
+    def get_asgi_handler(self, **options: Any) -> ASGIApp:
+        """The ASGI application, as ``get_handler`` gives the WSGI one."""
+        return asgi_mode.load_asgi_application()
 
     def get_handler(self, *args: Any, **options: Any) -> WSGIApp:
         handler: WSGIApp = core.Command.get_handler(self, *args, **options)  # type: ignore[arg-type]
@@ -233,8 +264,17 @@ class RunserverPlusMixin:
 
     def announce(self, port: int) -> None:
         command: Any = self
-        command.on_bind(port)
         config: ServerConfig = self.build_config(self.options)
+        if config.asgi:
+            stdout = command.stdout
+            command.stdout = _AsgiBannerOutput(stdout._out, stdout.ending)
+            command.stdout.style_func = stdout.style_func
+            try:
+                command.on_bind(port)
+            finally:
+                command.stdout = stdout
+        else:
+            command.on_bind(port)
         if config.is_wildcard:
             command.stdout.write(banner.wildcard_banner(config.use_ipv6, port))
             command.stdout.write(command.style.WARNING(banner.WILDCARD_WARNING))
