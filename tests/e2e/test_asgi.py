@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from runserver_plus.livereload.middleware import EVENTS_PATH, SCRIPT_TAG
 from tests.e2e.harness import BANNER_RE, StartServer
 from tests.helpers import wait_until
 
@@ -138,3 +139,43 @@ def test_a_blocking_sync_view_does_not_hold_up_other_requests(
     finally:
         slow.join(10)
     assert result == [b"slept 3.0\n"]
+
+
+def test_static_files_are_served_in_front_with_validators(
+    start_server: StartServer,
+) -> None:
+    server = start_server(ADDRPORT, env=ASGI_ENV)
+    response = server.get("/static/css/site.css")
+    assert response.status == 200
+    etag = response.headers["ETag"]
+    assert etag
+    again = server.get("/static/css/site.css", headers={"If-None-Match": etag})
+    assert again.status == 304
+    partial = server.get("/static/css/site.css", headers={"Range": "bytes=0-3"})
+    assert partial.status == 206
+    assert partial.body == response.body[:4]
+    assert server.get("/static/../settings.py").status == 404
+
+
+def test_livereload_injects_its_script_and_ends_streams_on_reload(
+    start_server: StartServer, project_dir: Path
+) -> None:
+    server = start_server(ADDRPORT, "--livereload", env=ASGI_ENV)
+    page = server.get("/page/")
+    assert SCRIPT_TAG in page.body
+    assert page.headers["Content-Length"] == str(len(page.body))
+    before = server.get("/pid/").json()["boot_id"]
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+    with sock:
+        sock.sendall(f"GET {EVENTS_PATH} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        read_until(sock, b"event: hello")
+        views = project_dir / "testapp" / "views.py"
+        views.write_text(views.read_text() + "\n# edited\n")
+        # The old worker ends the stream (the chunked body's last chunk) as
+        # it stops, so the drain never waits for it.
+        read_until(sock, b"0\r\n\r\n")
+    wait_until(
+        lambda: server.get("/pid/").json()["boot_id"] != before,
+        15.0,
+        "no new worker after the save",
+    )

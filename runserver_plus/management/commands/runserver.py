@@ -232,25 +232,25 @@ class RunserverPlusMixin:
         return handler
 
     def get_asgi_handler(self, **options: Any) -> ASGIApp:
-        """The ASGI application, as ``get_handler`` gives the WSGI one."""
-        return asgi_mode.load_asgi_application()
+        """The ASGI application, with static files in front as ``get_handler``
+        puts them in front of the WSGI one."""
+        handler = asgi_mode.load_asgi_application()
+        static_path = _static_path(options)
+        if static_path is None:
+            return handler
+        from runserver_plus.static_asgi import AsgiStaticFiles  # noqa: PLC0415
+
+        return AsgiStaticFiles(handler, static_path)
 
     def get_handler(self, *args: Any, **options: Any) -> WSGIApp:
         handler: WSGIApp = core.Command.get_handler(self, *args, **options)  # type: ignore[arg-type]
         handler = self._with_query_log(handler, options)
-        if not options.get("use_static_handler", False):
-            return handler  # --nostatic, or staticfiles not installed
-        if not (settings.DEBUG or options["insecure_serving"]):
+        static_path = _static_path(options)
+        if static_path is None:
             return handler
-        from django.contrib.staticfiles.utils import check_settings  # noqa: PLC0415
-
-        check_settings()
-        static_url = urlparse(settings.STATIC_URL)
-        if static_url.netloc:
-            return handler  # a CDN URL: nothing local to serve, as Django
         from runserver_plus.static import StaticFilesApp  # noqa: PLC0415 - worker only
 
-        return StaticFilesApp(handler, static_url.path)
+        return StaticFilesApp(handler, static_path)
 
     def _with_query_log(self, handler: WSGIApp, options: dict[str, Any]) -> WSGIApp:
         """Django's handler behind ``--print-sql``'s layer, when asked for:
@@ -289,6 +289,23 @@ class RunserverPlusMixin:
 
     def close_thread_resources(self) -> None:
         connections.close_all()
+
+
+def _static_path(options: dict[str, Any]) -> str | None:
+    """The path static files are served under, or None when Django's rule
+    says not to serve them (``--nostatic``, no DEBUG without ``--insecure``,
+    staticfiles not installed, a STATIC_URL on another host)."""
+    if not options.get("use_static_handler", False):
+        return None
+    if not (settings.DEBUG or options["insecure_serving"]):
+        return None
+    from django.contrib.staticfiles.utils import check_settings  # noqa: PLC0415
+
+    check_settings()
+    static_url = urlparse(settings.STATIC_URL)
+    if static_url.netloc:
+        return None  # a CDN URL: nothing local to serve, as Django
+    return static_url.path
 
 
 def _setting(name: str) -> tuple[str, ...]:
