@@ -13,7 +13,6 @@ from typing import Any
 
 from runserver_plus.config import ServerConfig
 from runserver_plus.server.asgi import AsgiServer
-from runserver_plus.server.asgi_http import UpgradeHandler
 from runserver_plus.server.asgi_scope import ASGIApp, Receive, Scope, Send
 from runserver_plus.server.sockets import bind_socket
 from tests.live import TIMEOUT, RawClient
@@ -36,14 +35,13 @@ class LiveAsgiServer:
 def serve_asgi(
     app: ASGIApp,
     *,
-    websocket: UpgradeHandler | None = None,
     drain_timeout: float = TIMEOUT,
     **config: Any,
 ) -> Iterator[LiveAsgiServer]:
     """Run ``app`` with the asyncio driver on a real socket; stop and drain on exit."""
     settings = ServerConfig(addr="127.0.0.1", port=0, asgi=True, **config)
     sock = bind_socket("127.0.0.1", 0, ipv6=False, backlog=settings.backlog)
-    server = AsgiServer(sock, app, settings, websocket=websocket)
+    server = AsgiServer(sock, app, settings)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

@@ -12,10 +12,11 @@ import traceback
 from typing import Any
 
 from runserver_plus.config import ServerConfig
-from runserver_plus.server.asgi_http import HttpConnection, HttpSettings, UpgradeHandler
+from runserver_plus.server.asgi_http import HttpConnection, HttpSettings
 from runserver_plus.server.asgi_scope import ASGIApp
 from runserver_plus.server.lifespan import Lifespan
 from runserver_plus.server.sockets import bound_port
+from runserver_plus.server.websocket import WebSocketHandler
 
 #: How long the loop may take to end once drained (lifespan shutdown included).
 LOOP_END_TIMEOUT = 5.0  # s
@@ -35,8 +36,6 @@ class AsgiServer:
         sock: socket.socket,
         app: ASGIApp,
         config: ServerConfig,
-        *,
-        websocket: UpgradeHandler | None = None,
     ) -> None:
         self.sock = sock
         self.app = app
@@ -48,7 +47,7 @@ class AsgiServer:
             idle_timeout=config.idle_timeout,
             read_timeout=config.read_timeout,
             state=self.state,
-            websocket=websocket,
+            websocket=WebSocketHandler(app, config.websocket_max_message, self.state),
         )
         self.loop = asyncio.new_event_loop()
         self._connections: set[HttpConnection] = set()

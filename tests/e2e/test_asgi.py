@@ -9,6 +9,8 @@ import time
 from pathlib import Path
 
 import pytest
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.sync.client import connect
 
 from runserver_plus.livereload.middleware import EVENTS_PATH, SCRIPT_TAG
 from tests.e2e.harness import BANNER_RE, StartServer
@@ -179,3 +181,68 @@ def test_livereload_injects_its_script_and_ends_streams_on_reload(
         15.0,
         "no new worker after the save",
     )
+
+
+# WebSockets, through Channels' router in testproject/asgi.py.
+
+
+def ws_url(server_port: int) -> str:
+    return f"ws://127.0.0.1:{server_port}/ws/echo/"
+
+
+def test_the_channels_echo_consumer_answers_text_and_binary(
+    start_server: StartServer,
+) -> None:
+    pytest.importorskip("channels")
+    server = start_server(ADDRPORT, env=ASGI_ENV)
+    origin = server.base_url.rstrip("/")
+    with connect(ws_url(server.port), origin=origin, open_timeout=10) as ws:  # type: ignore[arg-type]
+        ws.send("hello")
+        assert ws.recv(10) == "hello"
+        ws.send(b"\x00\x01")
+        assert ws.recv(10) == b"\x00\x01"
+    server.wait_for_stderr(r'"WSCONNECT /ws/echo/" 101 - [0-9.]+m?s$')
+    server.wait_for_stderr(r'"WSDISCONNECT /ws/echo/" 101 - [0-9.]+m?s code 1000$')
+
+
+def test_the_origin_check_is_the_applications(start_server: StartServer) -> None:
+    pytest.importorskip("channels")
+    server = start_server(ADDRPORT, env=ASGI_ENV)
+    with pytest.raises(InvalidStatus) as refused:
+        connect(ws_url(server.port), origin="http://evil.example", open_timeout=10)  # type: ignore[arg-type]
+    assert refused.value.response.status_code == 403
+    server.wait_for_stderr(r'"WSREJECT /ws/echo/" 403')
+
+
+def test_plain_django_refuses_a_websocket_with_403_and_one_line(
+    start_server: StartServer,
+) -> None:
+    server = start_server(ADDRPORT, "--asgi")
+    with pytest.raises(InvalidStatus) as refused:
+        connect(ws_url(server.port), open_timeout=10)
+    assert refused.value.response.status_code == 403
+    server.wait_for_stderr(r'"WSREJECT /ws/echo/" 403 - \S+ Django can only handle')
+    assert "Traceback" not in server.stderr_text()
+
+
+def test_a_reload_closes_open_websockets_with_1012_and_they_reconnect(
+    start_server: StartServer, project_dir: Path
+) -> None:
+    pytest.importorskip("channels")
+    server = start_server(ADDRPORT, env=ASGI_ENV)
+    origin = server.base_url.rstrip("/")
+    before = server.get("/pid/").json()["boot_id"]
+    with connect(ws_url(server.port), origin=origin, open_timeout=10) as ws:  # type: ignore[arg-type]
+        ws.send("before")
+        assert ws.recv(10) == "before"
+        views = project_dir / "testapp" / "views.py"
+        views.write_text(views.read_text() + "\n# edited\n")
+        with pytest.raises(ConnectionClosed) as closed:
+            ws.recv(15)
+    assert closed.value.rcvd is not None
+    assert closed.value.rcvd.code == 1012
+    # The client reconnects at once: into the backlog, answered by the new worker.
+    with connect(ws_url(server.port), origin=origin, open_timeout=15) as ws:  # type: ignore[arg-type]
+        ws.send("after")
+        assert ws.recv(10) == "after"
+    assert server.get("/pid/").json()["boot_id"] != before
