@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import socket
 import sys
 import threading
@@ -12,6 +13,7 @@ import traceback
 from typing import Any
 
 from runserver_plus.config import ServerConfig
+from runserver_plus.server import log
 from runserver_plus.server.asgi_http import HttpConnection, HttpSettings
 from runserver_plus.server.asgi_scope import ASGIApp
 from runserver_plus.server.lifespan import Lifespan
@@ -20,6 +22,11 @@ from runserver_plus.server.websocket import WebSocketHandler
 
 #: How long the loop may take to end once drained (lifespan shutdown included).
 LOOP_END_TIMEOUT = 5.0  # s
+#: How long accepting pauses when the process is out of file descriptors.
+ACCEPT_PAUSE = 0.1  # s
+#: Connections taken per wake-up of the listening socket, as asyncio does.
+ACCEPT_BATCH = 100
+OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 
 
 class AsgiServer:
@@ -51,6 +58,10 @@ class AsgiServer:
         )
         self.loop = asyncio.new_event_loop()
         self._connections: set[HttpConnection] = set()
+        #: One per accepted socket, from its accept to its close.
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._full = False  # at max_connections: not listening
+        self._paused = False  # out of descriptors: not listening for a moment
         self._changed = asyncio.Event()
         self._stopping = asyncio.Event()
         self._drained = asyncio.Event()
@@ -111,17 +122,73 @@ class AsgiServer:
                     f"The application's lifespan startup failed: {lifespan.error}\n"
                 )
                 return
-            server = await asyncio.start_server(
-                self._connected, sock=self.sock, backlog=self.config.backlog
-            )
+            loop = asyncio.get_running_loop()
+            self.sock.setblocking(False)
+            self._listen(loop)
             try:
                 await self._stopping.wait()
             finally:
-                server.close()  # stop accepting; the listening socket closes
+                with contextlib.suppress(ValueError, OSError):  # never listened
+                    loop.remove_reader(self.sock)
+                self.sock.close()  # the supervisor's copy keeps the backlog
                 self._not_accepting.set()
             await self._drained.wait()
         finally:
             await lifespan.shutdown()
+
+    # Accepting: a reader callback, not asyncio's server, so that every
+    # accepted socket has its task (which the drain waits for) at once.
+    # asyncio's server sets each connection up in a task of its own, and a
+    # stop that cancels an accept which already happened loses its socket.
+
+    def _listen(self, loop: asyncio.AbstractEventLoop) -> None:
+        if not self._stopping.is_set():
+            loop.add_reader(self.sock, self._accept, loop)
+
+    def _accept(self, loop: asyncio.AbstractEventLoop) -> None:
+        for _ in range(ACCEPT_BATCH):
+            if len(self._tasks) >= self.config.max_connections:
+                loop.remove_reader(self.sock)  # the rest wait in the backlog
+                self._full = True
+                return
+            try:
+                client, _ = self.sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except ConnectionAbortedError:
+                continue
+            except OSError as error:
+                if error.errno not in OUT_OF_RESOURCES:
+                    raise
+                if not self._paused:
+                    log.log_accept_paused(error)
+                self._paused = True
+                loop.remove_reader(self.sock)
+                loop.call_later(ACCEPT_PAUSE, self._listen, loop)
+                return
+            self._paused = False
+            task = loop.create_task(self._serve_socket(client))
+            self._tasks.add(task)
+            task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._changed.set()
+        if self._full and len(self._tasks) < self.config.max_connections:
+            self._full = False
+            self._listen(task.get_loop())
+
+    async def _serve_socket(self, client: socket.socket) -> None:
+        try:
+            client.setblocking(False)
+            reader, writer = await asyncio.open_connection(sock=client)
+        except OSError:
+            client.close()  # reset before it could be set up
+            return
+        except asyncio.CancelledError:
+            client.close()
+            raise
+        await self._connected(reader, writer)
 
     async def _connected(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
@@ -138,21 +205,20 @@ class AsgiServer:
             connection.transport.abort()
         finally:
             self._connections.discard(connection)
-            self._changed.set()
 
     async def _drain(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
         for connection in list(self._connections):
             connection.close_if_idle()
-        while self._connections:
+        while self._tasks:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
             self._changed.clear()
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), remaining)
-        late = list(self._connections)
-        for connection in late:
+        late = bool(self._tasks)
+        for connection in list(self._connections):
             connection.abort()
         self._drained.set()
         return not late
