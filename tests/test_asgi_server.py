@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 
@@ -334,3 +335,63 @@ def test_drain_lets_a_request_in_flight_finish() -> None:
         assert live.server.drain(5.0)
         assert client.read_response().body == b"done"
         assert client.is_closed()
+
+
+# --- bodies the application does not read -----------------------------------------
+
+
+async def answer_without_reading(scope: Scope, receive: Receive, send: Send) -> None:
+    if scope["type"] != "http":
+        raise ValueError("no lifespan")
+    await start(send)
+    await send({"type": "http.response.body", "body": scope["path"].encode()})
+
+
+def test_unread_body_is_skipped_so_the_next_request_is_found() -> None:
+    with serve_asgi(answer_without_reading) as live, live.connect() as client:
+        client.send(b"POST /post HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n")
+        assert client.read_response().body == b"/post"
+        client.send(b"0123456789" + get("/next"))
+        assert client.read_response().body == b"/next"
+
+
+def test_huge_unread_body_closes_the_connection_after_the_response() -> None:
+    size = 8 * 1024 * 1024  # far past what the server skips
+    with serve_asgi(answer_without_reading) as live, live.connect() as client:
+        head = f"POST /p HTTP/1.1\r\nHost: x\r\nContent-Length: {size}\r\n\r\n"
+        client.send(head.encode())
+        assert client.read_response().body == b"/p"
+        sender = threading.Thread(target=_send_quietly, args=(client, b"x" * size))
+        sender.start()
+        try:
+            assert client.is_closed(timeout=5)
+        finally:
+            sender.join(10)
+
+
+def _send_quietly(client, data: bytes) -> None:
+    # The server closing the connection midway is what the test expects.
+    with contextlib.suppress(OSError):
+        client.send(data)
+
+
+def test_body_of_one_message_gets_a_content_length_and_keeps_alive() -> None:
+    with serve_asgi(answer_without_reading) as live, live.connect() as client:
+        response = client.request("GET", "/one")
+        assert response.header("Content-Length") == "4"
+        assert response.header("Transfer-Encoding") is None
+        assert client.request("GET", "/two").body == b"/two"
+
+
+def test_app_sending_more_than_its_content_length_gets_a_500(log) -> None:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            raise ValueError("no lifespan")
+        await start(send, 200, (b"content-length", b"2"))
+        await send({"type": "http.response.body", "body": b"toolong"})
+
+    with serve_asgi(app) as live, live.connect() as client:
+        # Nothing went out yet: the whole answer is the server's 500.
+        assert client.request("GET", "/").status == 500
+        assert client.is_closed()
+    log.wait_message("Exception while serving GET /")

@@ -250,11 +250,9 @@ class HttpCycle:
         body = bytes(message.get("body", b""))
         more = bool(message.get("more_body", False))
         parts = []
-        if not self._head_sent:
+        first = not self._head_sent
+        if first:
             parts.append(self._build_head(body, more=more))
-            self._head_sent = True
-            if more and (self._body is None or self.body_done):
-                self._watch()  # nothing more of the request is on the wire
         if body and not self._no_body:
             if self._length is not None and self.sent + len(body) > self._length:
                 raise RuntimeError(
@@ -272,6 +270,11 @@ class HttpCycle:
                 )
             if self._chunked:
                 parts.append(_CHUNKED_END)
+        # Only now: a message refused above leaves the head unsent, so the
+        # failure can still be answered with a 500.
+        self._head_sent = True
+        if first and more and (self._body is None or self.body_done):
+            self._watch()  # nothing more of the request is on the wire
         try:
             await self.connection.write(b"".join(parts))
         except OSError:
