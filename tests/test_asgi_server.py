@@ -395,3 +395,18 @@ def test_app_sending_more_than_its_content_length_gets_a_500(log) -> None:
         assert client.request("GET", "/").status == 500
         assert client.is_closed()
     log.wait_message("Exception while serving GET /")
+
+
+def test_connections_beyond_the_bound_wait_in_the_backlog() -> None:
+    with (
+        serve_asgi(ScopeRecorder(), max_connections=1) as live,
+        live.connect() as first,
+        live.connect() as second,
+    ):
+        assert first.request("GET", "/first").body == b"/first"
+        second.send(get("/second"))
+        # Not accepted while the first connection is open (kept alive).
+        assert not second.is_closed(timeout=0.3)
+        assert second.buffer == b""
+        first.close()
+        assert second.read_response().body == b"/second"
