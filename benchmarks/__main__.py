@@ -19,6 +19,7 @@ COMMANDS = {
     "bounds": ("bounds", "how near the in-process ceiling any server gets"),
     "startup": ("reload_startup", "where a cold start's time goes"),
     "warm-designs": ("warm_designs", "fork or spare: the warm process's design"),
+    "asgi": ("asgi", "ASGI mode against Daphne's runserver and uvicorn"),
 }
 
 

@@ -7,6 +7,9 @@ import socket
 import struct
 import sys
 from collections.abc import Iterable
+from typing import Any, TextIO, cast
+
+from django.core.management.base import OutputWrapper
 
 
 def enable_windows_colours() -> None:
@@ -103,3 +106,23 @@ def trust_line(*, trusted: bool, local_ca: str) -> str:
     return (
         "HTTPS: the certificate is not trusted by this system, so browsers will warn."
     )
+
+
+class FlushingOutput(OutputWrapper):
+    """Django's output wrapper, flushed on every write so the banner shows at
+    once in CI logs and ``docker logs`` (Django's is block-buffered there)."""
+
+    def write(  # type: ignore[override]  # OutputWrapper's own signature
+        self, msg: str = "", style_func: Any = None, ending: str | None = None
+    ) -> None:
+        super().write(msg, style_func, ending)
+        self.flush()
+
+
+def flushing(
+    wrapper: OutputWrapper, kind: type[FlushingOutput] = FlushingOutput
+) -> OutputWrapper:
+    """``wrapper`` (a command's ``stdout`` or ``stderr``) as a ``kind``."""
+    output = kind(cast(TextIO, wrapper._out), wrapper.ending)
+    output.style_func = wrapper.style_func
+    return output

@@ -6,6 +6,7 @@ import dataclasses
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
+    from runserver_plus.server.asgi_scope import ASGIApp
     from runserver_plus.server.wsgi import WSGIApp
 
 # Ports are 16-bit; Django only finds out at bind() time, with a traceback.
@@ -13,6 +14,9 @@ MAX_PORT = 65535
 
 #: A statement shape run this many times in one request is warned about.
 DEFAULT_SQL_REPEAT_THRESHOLD = 10
+
+#: The largest WebSocket message an application is sent; larger -> close 1009.
+DEFAULT_WEBSOCKET_MAX_MESSAGE = 1024 * 1024  # bytes
 
 #: Addresses that mean "every interface" in Django's addrport forms.
 WILDCARD_ADDRESSES = frozenset({"0", "0.0.0.0", "::"})
@@ -32,6 +36,10 @@ class ServerConfig:
     #: The address as the banner shows it (``[::1]``, ``0.0.0.0``, ...).
     display_addr: str = ""
     use_threading: bool = True
+    #: Serve the project's ASGI application with the asyncio driver.
+    asgi: bool = False
+    #: ASGI mode: the largest WebSocket message taken from a client.
+    websocket_max_message: int = DEFAULT_WEBSOCKET_MAX_MESSAGE  # bytes
     use_reloader: bool = True
     #: Whether the project runs with DEBUG on (error pages, exposure warning).
     debug: bool = True
@@ -112,8 +120,9 @@ class ServerConfig:
 class Host(Protocol):
     """What the runner needs from the management command."""
 
-    def load_application(self) -> WSGIApp:
-        """Run the checks and build the WSGI handler (may raise)."""
+    def load_application(self) -> WSGIApp | ASGIApp:
+        """Run the checks and build the handler: the ASGI one when
+        ``config.asgi`` (may raise)."""
 
     def announce(self, port: int) -> None:
         """Print the banner for a server listening on ``port``."""

@@ -7,6 +7,7 @@ import shlex
 import sys
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 from django.conf import settings
 from django.core.management.base import CommandError
@@ -132,3 +133,20 @@ def static_dirs() -> tuple[str, ...]:
             if location and os.path.isdir(location):
                 found.append(os.path.abspath(location))
     return tuple(dict.fromkeys(found))
+
+
+def static_path(options: dict[str, Any]) -> str | None:
+    """The path static files are served under, or None when Django's rule
+    says not to serve them (``--nostatic``, no DEBUG without ``--insecure``,
+    staticfiles not installed, a STATIC_URL on another host)."""
+    if not options.get("use_static_handler", False):
+        return None
+    if not (settings.DEBUG or options["insecure_serving"]):
+        return None
+    from django.contrib.staticfiles.utils import check_settings  # noqa: PLC0415
+
+    check_settings()
+    static_url = urlparse(settings.STATIC_URL)
+    if static_url.netloc:
+        return None  # a CDN URL: nothing local to serve, as Django
+    return static_url.path

@@ -18,6 +18,7 @@ from runserver_plus.server.sockets import bind_error_message, bind_socket
 from runserver_plus.shutdown import StopRequested, stop_signals
 
 if TYPE_CHECKING:
+    from runserver_plus.server.asgi_scope import ASGIApp
     from runserver_plus.server.wsgi import WSGIApp
 
 #: The supervisor passes the listening socket as an inherited descriptor.
@@ -91,7 +92,7 @@ def bind_or_exit(config: ServerConfig, host: Host) -> socket.socket:
 
 def serve(
     sock: socket.socket,
-    app: WSGIApp,
+    app: WSGIApp | ASGIApp,
     config: ServerConfig,
     host: Host,
     *,
@@ -102,11 +103,13 @@ def serve(
     and say so when the config has a message for it (``testserver``)."""
     # Imported here: the supervisor never serves the project, so its start
     # does not pay for the HTTP stack.
-    from runserver_plus.server.server import Server  # noqa: PLC0415
+    from runserver_plus.server import lifecycle  # noqa: PLC0415
 
-    server = Server(sock, app, config, on_thread_exit=host.close_thread_resources)
+    server = lifecycle.make_server(
+        sock, app, config, on_thread_exit=host.close_thread_resources
+    )
     try:
-        server.run(stop, drain_timeout)
+        lifecycle.run(server, stop, drain_timeout)
     finally:
         if config.shutdown_message:
             host.write_out(config.shutdown_message)

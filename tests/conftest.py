@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.live import LogRecorder, record_server_log
+from tests.live import SERVER_MODE, LogRecorder, record_server_log
 
 
 @pytest.fixture
@@ -54,3 +54,21 @@ def nss_only_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     (bin_dir / "certutil").symlink_to(certutil)
     monkeypatch.setenv("PATH", str(bin_dir))
     return bin_dir / "certutil"
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Tests that use ``server_mode`` run on both drivers, except those marked
+    ``wsgi_only`` (what they check is WSGI's: environ keys, start_response,
+    the file wrapper; asgiref's adapter does those its own way)."""
+    if "server_mode" in metafunc.fixturenames:
+        wsgi_only = metafunc.definition.get_closest_marker("wsgi_only")
+        modes = ["wsgi"] if wsgi_only else ["wsgi", "asgi"]
+        metafunc.parametrize("server_mode", modes, indirect=True)
+
+
+@pytest.fixture
+def server_mode(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Run the test's ``serve_app`` on each driver: threaded WSGI, asyncio ASGI."""
+    token = SERVER_MODE.set(request.param)
+    yield request.param
+    SERVER_MODE.reset(token)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import dataclasses
 import logging
 import queue
@@ -33,9 +34,25 @@ class LiveServer:
         return RawClient(socket.create_connection(("127.0.0.1", self.port), timeout))
 
 
+#: Which driver ``serve_app`` runs the WSGI app on: the threaded server, or the
+#: asyncio one behind asgiref's WSGI-to-ASGI adapter. The ``server_mode``
+#: fixture sets it, so a module's tests run in both modes.
+SERVER_MODE: contextvars.ContextVar[str] = contextvars.ContextVar(
+    "SERVER_MODE", default="wsgi"
+)
+
+
 @contextlib.contextmanager
 def serve_app(app: WSGIApp, **config: Any) -> Iterator[LiveServer]:
     """Run ``app`` on a real socket in a thread; stop and drain on exit."""
+    if SERVER_MODE.get() == "asgi":
+        from asgiref.wsgi import WsgiToAsgi
+
+        from tests.live_asgi import serve_asgi
+
+        with serve_asgi(_http_only(WsgiToAsgi(app)), **config) as live:
+            yield live  # type: ignore[misc]
+        return
     settings = ServerConfig(addr="127.0.0.1", port=0, **config)
     sock = bind_socket("127.0.0.1", 0, ipv6=False, backlog=settings.backlog)
     server = Server(sock, app, settings)
@@ -48,6 +65,17 @@ def serve_app(app: WSGIApp, **config: Any) -> Iterator[LiveServer]:
         thread.join(TIMEOUT)
         assert not thread.is_alive(), "the accept loop did not stop"
         assert server.drain(TIMEOUT), "connections were still busy after the drain"
+
+
+def _http_only(app: Any) -> Any:
+    """The adapted app, refusing lifespan as Django does."""
+
+    async def http_only(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            raise ValueError(f"cannot handle {scope['type']}")
+        await app(scope, receive, send)
+
+    return http_only
 
 
 @dataclasses.dataclass

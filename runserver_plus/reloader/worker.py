@@ -6,7 +6,7 @@ import os
 import sys
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from django.core.signals import request_finished
 from django.utils import autoreload
@@ -15,11 +15,13 @@ from runserver_plus import shutdown
 from runserver_plus.livereload.middleware import Hub, LiveReloadApp
 from runserver_plus.reloader.control import Channel, channel_for
 from runserver_plus.reloader.preload import preloadable
-from runserver_plus.server.server import Server
+from runserver_plus.server import lifecycle
 from runserver_plus.server.sockets import adopt_socket
 
 if TYPE_CHECKING:
     from runserver_plus.config import Host, ServerConfig
+    from runserver_plus.server.asgi_scope import ASGIApp
+    from runserver_plus.server.wsgi import WSGIApp
 
 #: How long a worker whose supervisor vanished may drain before it exits.
 ORPHAN_DRAIN = 1.0  # s
@@ -123,6 +125,17 @@ class _ModuleReporter:
             request_finished.disconnect(self.request_seen)
 
 
+def _with_livereload(
+    app: WSGIApp | ASGIApp, hub: Hub, *, asgi: bool
+) -> WSGIApp | ASGIApp:
+    """The application behind live reload's layer, for its interface."""
+    if asgi:
+        from runserver_plus.livereload.asgi import AsgiLiveReload  # noqa: PLC0415
+
+        return AsgiLiveReload(cast("ASGIApp", app), hub)
+    return LiveReloadApp(cast("WSGIApp", app), hub)
+
+
 def run_worker(
     config: ServerConfig, host: Host, listen_fd: int, control_fd: int
 ) -> None:
@@ -169,11 +182,11 @@ class Worker:
         # An exception django.setup() swallowed for runserver is raised here,
         # as Django's inner_run does; the supervisor shows it.
         autoreload.raise_last_exception()
-        app = self.host.load_application()
+        app: WSGIApp | ASGIApp = self.host.load_application()
         if self.stop.is_set():
             return
         if self.hub is not None:
-            app = LiveReloadApp(app, self.hub)
+            app = _with_livereload(app, self.hub, asgi=self.config.asgi)
             for directory in self.static_dirs:
                 self.reloader.watch_dir(directory, "**/*")
         autoreload.autoreload_started.send(sender=self.reloader)
@@ -189,14 +202,14 @@ class Worker:
         threading.Thread(
             target=reporter.run, name="runserver_plus-modules", daemon=True
         ).start()
-        server = Server(
+        server = lifecycle.make_server(
             self.listen,
             app,
             self.config,
             on_thread_exit=self.host.close_thread_resources,
         )
         try:
-            server.run(self.stop, self._drain_timeout)
+            lifecycle.run(server, self.stop, self._drain_timeout)
         finally:
             if self.config.shutdown_message:
                 self.host.write_out(self.config.shutdown_message)

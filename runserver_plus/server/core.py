@@ -41,25 +41,8 @@ class RequestBuffer:
         self._data += data
 
     def take_head(self) -> bytes | None:
-        """The next request's head if it has arrived whole, else None;
-        ``ProtocolError`` (414, 431) when it is too long to wait for."""
-        buffer = self._data
-        if not buffer:
-            return None
-        while buffer[:2] == b"\r\n" or buffer[:1] == b"\n":
-            del buffer[: 2 if buffer[:1] == b"\r" else 1]  # RFC 9112 §2.2
-        match = HEAD_END.search(buffer)
-        # A head over the limit is refused (below) even when the read that
-        # took it over the limit also brought its end.
-        if match and match.end() <= MAX_HEAD:
-            head = bytes(buffer[: match.end()])
-            del buffer[: match.end()]
-            return head
-        if buffer.find(b"\n") < 0 and len(buffer) > MAX_REQUEST_LINE:
-            raise ProtocolError(414, "Request-URI Too Long")
-        if len(buffer) > MAX_HEAD:
-            raise ProtocolError(431, "Request header fields too large")
-        return None
+        """The next request's head if it has arrived whole (see ``take_head``)."""
+        return take_head(self._data)
 
     def take_all(self) -> bytes:
         """Everything buffered (the start of a body), leaving it empty."""
@@ -69,6 +52,29 @@ class RequestBuffer:
 
     def first_line(self) -> str:
         return first_line(bytes(self._data))
+
+
+def take_head(buffer: bytearray) -> bytes | None:
+    """Remove and return the next request's head from ``buffer`` once it has
+    arrived whole, else None; ``ProtocolError`` (414, 431) when it is too
+    long to wait for. Empty lines before a request are skipped (RFC 9112
+    §2.2). For the asyncio driver's buffer, and ``RequestBuffer``'s."""
+    if not buffer:
+        return None
+    while buffer[:2] == b"\r\n" or buffer[:1] == b"\n":
+        del buffer[: 2 if buffer[:1] == b"\r" else 1]
+    match = HEAD_END.search(buffer)
+    # A head over the limit is refused (below) even when the read that
+    # took it over the limit also brought its end.
+    if match and match.end() <= MAX_HEAD:
+        head = bytes(buffer[: match.end()])
+        del buffer[: match.end()]
+        return head
+    if buffer.find(b"\n") < 0 and len(buffer) > MAX_REQUEST_LINE:
+        raise ProtocolError(414, "Request-URI Too Long")
+    if len(buffer) > MAX_HEAD:
+        raise ProtocolError(431, "Request header fields too large")
+    return None
 
 
 def starts_with_tls(data: bytes) -> bool:

@@ -20,7 +20,6 @@ from runserver_plus.server.loop import EventLoop
 from runserver_plus.server.sockets import bound_port
 from runserver_plus.server.state import ServerState
 from runserver_plus.server.wsgi import WSGIApp, base_environ
-from runserver_plus.shutdown import StopRequested
 from runserver_plus.tls.context import server_context
 
 #: How long after the drain's deadline busy connections are broken off: the
@@ -96,45 +95,6 @@ class Server:
         done = self.state.wait_for_connections(timeout + ABORT_AFTER)
         self._lingerer.finish(LINGER_AT_EXIT)
         return done
-
-    def run(
-        self, stop: threading.Event, drain_timeout: Callable[[], float] | None = None
-    ) -> None:
-        """Serve until ``stop`` is set or a stop signal arrives (see
-        ``shutdown.stop_signals``), then drain and return.
-
-        ``drain_timeout`` chooses the drain bound when the stop comes (default:
-        the config's).
-        """
-
-        def accept_loop() -> None:
-            try:
-                self.serve_forever()
-            finally:
-                stop.set()
-
-        thread = threading.Thread(
-            target=accept_loop, name="runserver_plus-accept", daemon=True
-        )
-        thread.start()
-        try:
-            stop.wait()
-        except StopRequested:
-            stop.set()
-        timeout = drain_timeout() if drain_timeout else self.config.drain_timeout
-        self.shutdown(timeout)
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                thread.join(max(0.0, deadline - time.monotonic()))
-                self.drain(max(0.0, deadline - time.monotonic()))
-                return
-            except StopRequested:
-                # A stop signal that arrives when we are already stopping (a
-                # worker told by its supervisor first, then reached by the
-                # terminal's Ctrl-C): keep draining. A second one raises
-                # KeyboardInterrupt and cuts the drain short.
-                continue
 
     # --- the loop -------------------------------------------------------------
 

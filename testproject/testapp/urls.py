@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from testapp import views
+from testapp import async_views, views
 
 urlpatterns = [
     path("", views.index, name="index"),
@@ -19,4 +19,7 @@ urlpatterns = [
     path("pid/", views.pid, name="pid"),
     path("upload/", views.upload, name="upload"),
     path("queries/", views.queries, name="queries"),
+    path("async/hello/", async_views.hello, name="async-hello"),
+    path("async/sleep/", async_views.sleep, name="async-sleep"),
+    path("async/events/", async_views.events, name="async-events"),
 ]

@@ -10,6 +10,10 @@ Environment variables:
   (runserver_plus's default when unset).
 * ``TESTPROJECT_GATE_DIR``: the directory ``/gate/<name>/`` waits in (see
   ``testapp.views.gate``); the view answers 404 when unset.
+* ``TESTPROJECT_ASGI``: ``"1"`` sets ``ASGI_APPLICATION``, so ``runserver``
+  serves ``testproject/asgi.py`` (with Channels' WebSocket routes, when installed).
+* ``TESTPROJECT_DAPHNE``: ``"1"`` adds Daphne to ``INSTALLED_APPS``, above
+  runserver_plus, so Daphne's ``runserver`` serves (for the benchmarks).
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ if "TESTPROJECT_DRAIN_TIMEOUT" in os.environ:
     RUNSERVER_PLUS_DRAIN_TIMEOUT = float(os.environ["TESTPROJECT_DRAIN_TIMEOUT"])
 
 INSTALLED_APPS = [
+    *(["daphne"] if os.environ.get("TESTPROJECT_DAPHNE") == "1" else []),
     # Above django.contrib.staticfiles: the first app listed supplies runserver.
     *([] if USE_DJANGO_RUNSERVER else ["runserver_plus"]),
     "django.contrib.admin",
@@ -75,6 +80,8 @@ TEMPLATES = [
 ]
 
 WSGI_APPLICATION = "testproject.wsgi.application"
+if os.environ.get("TESTPROJECT_ASGI") == "1":
+    ASGI_APPLICATION = "testproject.asgi.application"
 
 DATABASES = {
     "default": {

@@ -17,6 +17,7 @@ from tests.e2e.harness import (
     copy_ignore,
     server_env,
 )
+from tests.live import SERVER_MODE
 
 _SERVERS = pytest.StashKey[list[RunningServer]]()
 
@@ -74,6 +75,8 @@ def start_server(
     """Start ``manage.py runserver *args`` in the project copy; stop it at teardown.
 
     With ``expect_ready`` the call returns once the banner gave the bound URL.
+    A test that uses the ``server_mode`` fixture runs once per mode: in ASGI
+    mode testproject sets ``ASGI_APPLICATION``.
     """
     servers: list[RunningServer] = []
     request.node.stash[_SERVERS] = servers
@@ -84,6 +87,8 @@ def start_server(
         cwd: Path | None = None,
         expect_ready: bool = True,
     ) -> RunningServer:
+        if SERVER_MODE.get() == "asgi":
+            env = {"TESTPROJECT_ASGI": "1", **(env or {})}
         server = RunningServer(
             [sys.executable, "manage.py", "runserver", *args],
             cwd or project_dir,

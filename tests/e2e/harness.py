@@ -26,7 +26,7 @@ from tests.helpers import wait_until
 TESTPROJECT_DIR = Path(__file__).resolve().parents[2] / "testproject"
 
 #: The banner line that says the socket is bound; Django < 6 has no "WSGI".
-BANNER_RE = re.compile(r"Starting (?:WSGI )?development server at (https?://\S+/)")
+BANNER_RE = re.compile(r"Starting (?:[AW]SGI )?development server at (https?://\S+/)")
 
 READY_TIMEOUT = 30.0  # s, from spawn to the banner line
 STOP_TIMEOUT = 10.0  # s, from SIGTERM to exit at teardown

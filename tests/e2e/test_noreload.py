@@ -76,6 +76,7 @@ def stop_with_sigint(server: RunningServer) -> int:
 # Serving.
 
 
+@pytest.mark.usefixtures("server_mode")
 def test_serves_a_view(start_server: StartServer) -> None:
     server = start_server(*NORELOAD)
 
@@ -125,6 +126,7 @@ def test_echo_sees_the_request_and_no_process_environment(
     assert leaked.isdisjoint(data["meta_keys"])
 
 
+@pytest.mark.usefixtures("server_mode")
 def test_serves_a_static_file(start_server: StartServer, project_dir: Path) -> None:
     server = start_server(*NORELOAD)
 
@@ -135,6 +137,7 @@ def test_serves_a_static_file(start_server: StartServer, project_dir: Path) -> N
     assert response.headers["Content-Type"].startswith("text/plain")
 
 
+@pytest.mark.usefixtures("server_mode")
 def test_request_is_logged_on_stderr(start_server: StartServer) -> None:
     server = start_server(*NORELOAD)
 
@@ -227,6 +230,7 @@ def test_hide_warning_only_with_exactly_true(
 # Stopping.
 
 
+@pytest.mark.usefixtures("server_mode")
 def test_sigterm_exits_zero_and_frees_the_port(start_server: StartServer) -> None:
     server = start_server(*NORELOAD)
     assert server.get("/hello/").status == 200
@@ -239,6 +243,7 @@ def test_sigterm_exits_zero_and_frees_the_port(start_server: StartServer) -> Non
     assert server.group_members() == []
 
 
+@pytest.mark.usefixtures("server_mode")
 def test_sigint_to_the_group_exits_zero_without_traceback(
     start_server: StartServer,
 ) -> None:
@@ -262,6 +267,7 @@ def test_sigint_just_after_the_banner_exits_zero(start_server: StartServer) -> N
     assert "Traceback" not in server.stderr_text()
 
 
+@pytest.mark.usefixtures("server_mode")
 def test_sigterm_lets_an_in_flight_request_finish(start_server: StartServer) -> None:
     server = start_server(*NORELOAD)
     slow = server.connection()

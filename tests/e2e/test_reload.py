@@ -233,6 +233,7 @@ def test_the_worker_runs_with_run_main_and_the_supervisor_never_serves(
     assert start_log.lines() == [f"{info['pid']} true"]
 
 
+@pytest.mark.usefixtures("server_mode")
 def test_console_lines_as_django(start_server: StartServer, project_dir: Path) -> None:
     server = start_server(ADDRPORT)
     before = pid_info(server)
@@ -254,6 +255,7 @@ def test_console_lines_as_django(start_server: StartServer, project_dir: Path) -
     assert "Traceback" not in server.stderr_text()
 
 
+@pytest.mark.usefixtures("server_mode")
 def test_no_connection_is_refused_during_a_restart(
     start_server: StartServer, project_dir: Path
 ) -> None:
@@ -925,6 +927,7 @@ def printed_times(stderr: str, marker: str) -> int:
 
 
 @pytest.mark.parametrize("breakage", BREAKAGES, ids=[b.name for b in BREAKAGES])
+@pytest.mark.usefixtures("server_mode")
 def test_broken_code_shows_an_error_page_and_recovers(
     start_server: StartServer, project_dir: Path, breakage: Breakage
 ) -> None:

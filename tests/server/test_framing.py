@@ -20,7 +20,8 @@ from tests.live import (
 )
 
 # A leaked file or socket raises its ResourceWarning in the test that leaked it.
-pytestmark = pytest.mark.usefixtures("collect_leaks")
+# Each test runs on both drivers (tests/conftest.py: server_mode).
+pytestmark = pytest.mark.usefixtures("collect_leaks", "server_mode")
 
 
 def assert_rejected(client: RawClient, status: int) -> None:

@@ -27,7 +27,8 @@ TLS_MESSAGE = (
 APP_ERROR_BODY = b"A server error occurred.  Please contact the administrator."
 
 # A leaked file or socket raises its ResourceWarning in the test that leaked it.
-pytestmark = pytest.mark.usefixtures("collect_leaks")
+# Each test runs on both drivers (tests/conftest.py: server_mode).
+pytestmark = pytest.mark.usefixtures("collect_leaks", "server_mode")
 
 
 def path_app(environ: WSGIEnviron, start_response) -> Iterable[bytes]:
@@ -96,6 +97,7 @@ def test_pipelined_request_split_mid_head() -> None:
         assert client.read_response().body == b"/two"
 
 
+@pytest.mark.wsgi_only
 def test_reused_connection_answers_head_and_body() -> None:
     def app(environ: WSGIEnviron, start_response) -> Iterable[bytes]:
         start_response("200 OK", [("Content-Type", "text/plain")])
@@ -218,6 +220,7 @@ def test_head_on_a_generator_app_sends_no_body() -> None:
         assert client.request("GET", "/").body == b"one,two,three"
 
 
+@pytest.mark.wsgi_only
 def test_head_with_a_one_item_list_keeps_the_connection() -> None:
     def app(environ: WSGIEnviron, start_response) -> Iterable[bytes]:
         start_response("200 OK", [])
@@ -277,6 +280,7 @@ def test_expect_100_continue_with_the_body_sent_at_once() -> None:
         assert client.request("GET", "/after").status == 200
 
 
+@pytest.mark.wsgi_only
 def test_body_sent_after_the_app_started_reading() -> None:
     started = threading.Event()
     bodies: list[bytes] = []
@@ -329,6 +333,7 @@ def test_unread_chunked_request_body_does_not_desync() -> None:
         assert client.read_response().body == b"/next"
 
 
+@pytest.mark.wsgi_only
 def test_body_arriving_after_the_head_is_drained() -> None:
     with serve_app(unread_body_app) as live, live.connect() as client:
         client.send(b"POST /post HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n")
@@ -337,6 +342,7 @@ def test_body_arriving_after_the_head_is_drained() -> None:
         assert client.read_response().body == b"/next"
 
 
+@pytest.mark.wsgi_only
 def test_huge_unread_body_closes_the_connection_after_the_response() -> None:
     size = 8 * 1024 * 1024  # far past what the server drains
     with serve_app(unread_body_app) as live, live.connect() as client:
@@ -378,6 +384,7 @@ def test_environ_is_built_from_the_request_only(
         assert environ["HTTP_X_FOO"] == "sent"
 
 
+@pytest.mark.wsgi_only
 def test_environ_server_and_remote_keys() -> None:
     recorder = Recorder()
     with serve_app(recorder) as live, live.connect() as client:
@@ -420,6 +427,7 @@ def test_environ_joins_repeated_headers() -> None:
         assert environ["HTTP_X_MULTI"] == "a,b"
 
 
+@pytest.mark.wsgi_only
 def test_environ_content_type_and_length_defaults() -> None:
     recorder = Recorder()
     with serve_app(recorder) as live, live.connect() as client:
@@ -619,6 +627,7 @@ def test_generator_failing_midway_with_a_content_length_is_cut_short() -> None:
             client.read_response()
 
 
+@pytest.mark.wsgi_only
 def test_app_sending_more_than_its_content_length_is_cut_off() -> None:
     def app(environ: WSGIEnviron, start_response) -> Iterator[bytes]:
         start_response("200 OK", [("Content-Length", "3")])
@@ -633,6 +642,7 @@ def test_app_sending_more_than_its_content_length_is_cut_off() -> None:
             client.read_response()
 
 
+@pytest.mark.wsgi_only
 def test_close_of_the_app_result_is_called() -> None:
     closed = threading.Event()
 
@@ -652,6 +662,7 @@ def test_close_of_the_app_result_is_called() -> None:
         assert closed.wait(5)
 
 
+@pytest.mark.wsgi_only
 def test_write_callable_of_start_response() -> None:
     def app(environ: WSGIEnviron, start_response) -> Iterable[bytes]:
         write = start_response("200 OK", [("Content-Type", "text/plain")])
@@ -699,6 +710,7 @@ class FileApp:
         return all(f.closed for f in self.opened)
 
 
+@pytest.mark.wsgi_only
 @pytest.mark.parametrize(
     ("offset", "length"),
     [(0, 256 * 1024), (1000, 5000), (100, 1), (200_000, 62_144)],
@@ -717,6 +729,7 @@ def test_sendfile_sends_exactly_length_bytes(
     wait_until(app.all_closed, 5, "file left open")
 
 
+@pytest.mark.wsgi_only
 def test_sendfile_without_content_length_header(data_file: Path) -> None:
     data = data_file.read_bytes()
     app = FileApp(data_file, 10, 20, header=False)
@@ -732,6 +745,7 @@ def test_sendfile_without_content_length_header(data_file: Path) -> None:
         assert client.request("GET", "/f").body == data[250_000:]
 
 
+@pytest.mark.wsgi_only
 def test_head_with_a_file_wrapper_sends_no_body(data_file: Path) -> None:
     app = FileApp(data_file, 0, 1000)
     with serve_app(app) as live, live.connect() as client:
@@ -742,6 +756,7 @@ def test_head_with_a_file_wrapper_sends_no_body(data_file: Path) -> None:
     wait_until(app.all_closed, 5, "file left open")
 
 
+@pytest.mark.wsgi_only
 def test_sendfile_of_an_empty_file(tmp_path: Path) -> None:
     empty = tmp_path / "empty"
     empty.write_bytes(b"")
@@ -756,6 +771,7 @@ def test_sendfile_of_an_empty_file(tmp_path: Path) -> None:
         wait_until(app.all_closed, 5, "file left open")
 
 
+@pytest.mark.wsgi_only
 def test_file_wrapper_over_a_file_without_descriptor_is_iterated() -> None:
     def app(environ: WSGIEnviron, start_response) -> Iterable[bytes]:
         start_response("200 OK", [("Content-Length", "6")])

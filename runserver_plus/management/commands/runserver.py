@@ -4,38 +4,21 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import TYPE_CHECKING, Any, TextIO, cast
-from urllib.parse import urlparse
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.contrib.staticfiles.management.commands import runserver as staticfiles
-from django.core.management.base import CommandError, CommandParser, OutputWrapper
+from django.core.management.base import CommandError, CommandParser
 from django.core.management.commands import runserver as core
 from django.db import connections
 
-from runserver_plus import _compat, banner, https, project, runner
+from runserver_plus import _compat, asgi_mode, banner, https, project, runner
 from runserver_plus.config import MAX_PORT, ServerConfig
 
 if TYPE_CHECKING:
+    from runserver_plus.server.asgi_scope import ASGIApp
     from runserver_plus.server.wsgi import WSGIApp
     from runserver_plus.tls.files import TLSFiles
-
-
-class _FlushingOutput(OutputWrapper):
-    """Django's output wrapper, flushed on every write so the banner shows at
-    once in CI logs and ``docker logs`` (Django's is block-buffered there)."""
-
-    def write(  # type: ignore[override]  # OutputWrapper's own signature
-        self, msg: str = "", style_func: Any = None, ending: str | None = None
-    ) -> None:
-        super().write(msg, style_func, ending)
-        self.flush()
-
-
-def _flushing(wrapper: OutputWrapper) -> OutputWrapper:
-    flushing = _FlushingOutput(cast(TextIO, wrapper._out), wrapper.ending)
-    flushing.style_func = wrapper.style_func
-    return flushing
 
 
 class RunserverPlusMixin:
@@ -102,6 +85,19 @@ class RunserverPlusMixin:
             "server serves, keep it across reloads and stop it with the server; "
             "its output is prefixed (repeatable).",
         )
+        interface = parser.add_argument_group("runserver_plus ASGI")
+        choice = interface.add_mutually_exclusive_group()
+        choice.add_argument(
+            "--asgi",
+            action="store_true",
+            help="Serve the ASGI application (ASGI_APPLICATION, or Django's "
+            "ASGI handler); the default when ASGI_APPLICATION is set.",
+        )
+        choice.add_argument(
+            "--wsgi",
+            action="store_true",
+            help="Serve the WSGI application even when ASGI_APPLICATION is set.",
+        )
         sql = parser.add_argument_group("runserver_plus SQL")
         sql.add_argument(
             "--print-sql",
@@ -141,8 +137,8 @@ class RunserverPlusMixin:
 
     def run(self, **options: Any) -> None:
         command: Any = self
-        command.stdout = _flushing(command.stdout)
-        command.stderr = _flushing(command.stderr)
+        command.stdout = banner.flushing(command.stdout)
+        command.stderr = banner.flushing(command.stderr)
         self.options = options
         if options.get("trust") or options.get("install"):
             https.trust(options, self.write_out)
@@ -180,6 +176,8 @@ class RunserverPlusMixin:
             use_ipv6=command.use_ipv6,
             display_addr=display,
             use_threading=options["use_threading"],
+            asgi=asgi_mode.wants_asgi(options),
+            websocket_max_message=asgi_mode.websocket_max_message(),
             use_reloader=options["use_reloader"],
             debug=settings.DEBUG,
             shutdown_message=options.get("shutdown_message", ""),
@@ -235,7 +233,7 @@ class RunserverPlusMixin:
 
     # --- the runner's Host interface -------------------------------------
 
-    def load_application(self) -> WSGIApp:
+    def load_application(self) -> WSGIApp | ASGIApp:
         """What Django's ``inner_run`` does before it binds: the system checks,
         the migration check, then the handler."""
         command: Any = self
@@ -246,25 +244,31 @@ class RunserverPlusMixin:
         command.check_migrations()
         for connection in connections.all(initialized_only=True):
             connection.close()
+        if self.build_config(options).asgi:
+            return self.get_asgi_handler(**options)
         handler: WSGIApp = command.get_handler(**options)
         return handler
+
+    def get_asgi_handler(self, **options: Any) -> ASGIApp:
+        """The ASGI application, with static files in front as ``get_handler``
+        puts them in front of the WSGI one."""
+        handler = asgi_mode.load_asgi_application()
+        static_path = project.static_path(options)
+        if static_path is None:
+            return handler
+        from runserver_plus.static_asgi import AsgiStaticFiles  # noqa: PLC0415
+
+        return AsgiStaticFiles(handler, static_path)
 
     def get_handler(self, *args: Any, **options: Any) -> WSGIApp:
         handler: WSGIApp = core.Command.get_handler(self, *args, **options)  # type: ignore[arg-type]
         handler = self._with_query_log(handler, options)
-        if not options.get("use_static_handler", False):
-            return handler  # --nostatic, or staticfiles not installed
-        if not (settings.DEBUG or options["insecure_serving"]):
+        static_path = project.static_path(options)
+        if static_path is None:
             return handler
-        from django.contrib.staticfiles.utils import check_settings  # noqa: PLC0415
-
-        check_settings()
-        static_url = urlparse(settings.STATIC_URL)
-        if static_url.netloc:
-            return handler  # a CDN URL: nothing local to serve, as Django
         from runserver_plus.static import StaticFilesApp  # noqa: PLC0415 - worker only
 
-        return StaticFilesApp(handler, static_url.path)
+        return StaticFilesApp(handler, static_path)
 
     def _with_query_log(self, handler: WSGIApp, options: dict[str, Any]) -> WSGIApp:
         """Django's handler behind ``--print-sql``'s layer, when asked for:
@@ -280,7 +284,10 @@ class RunserverPlusMixin:
         command: Any = self
         config: ServerConfig = self.build_config(self.options)
         command.protocol = config.scheme  # Django's on_bind() prints it
-        command.on_bind(port)
+        if config.asgi:
+            asgi_mode.on_bind(command, port)  # the banner names the ASGI server
+        else:
+            command.on_bind(port)
         if config.is_wildcard:
             command.stdout.write(
                 banner.wildcard_banner(config.use_ipv6, port, config.scheme)

@@ -1,0 +1,92 @@
+"""ASGI mode: whether the options and settings ask for it, and the application."""
+
+from __future__ import annotations
+
+import re
+from typing import Any, cast
+
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+from django.core.management.base import CommandError
+from django.utils.module_loading import import_string
+
+from runserver_plus import banner
+from runserver_plus.config import DEFAULT_WEBSOCKET_MAX_MESSAGE
+from runserver_plus.server.asgi_scope import ASGIApp
+
+NOTHREADING_ERROR = (
+    "--nothreading cannot be used with ASGI: the ASGI server serves every "
+    "connection from one event loop, so there is no thread to turn off. Use "
+    "--wsgi to serve one request at a time."
+)
+
+# Django < 6 says "development server", 6.x "WSGI development server".
+_BANNER_LINE = re.compile(r"Starting (?:WSGI )?development server at ")
+
+
+def wants_asgi(options: dict[str, Any]) -> bool:
+    """ASGI with ``--asgi``, ``RUNSERVER_PLUS_ASGI`` or ``ASGI_APPLICATION``
+    (as Daphne's and Channels' runserver); ``--wsgi`` wins over all three."""
+    if options.get("wsgi"):
+        return False
+    asked = bool(
+        options.get("asgi")
+        or getattr(settings, "RUNSERVER_PLUS_ASGI", False)
+        or getattr(settings, "ASGI_APPLICATION", None)
+    )
+    if asked and not options.get("use_threading", True):
+        raise CommandError(NOTHREADING_ERROR)
+    return asked
+
+
+def websocket_max_message() -> int:
+    """``RUNSERVER_PLUS_WEBSOCKET_MAX_MESSAGE``, checked (bytes, at least 1)."""
+    value = getattr(
+        settings, "RUNSERVER_PLUS_WEBSOCKET_MAX_MESSAGE", DEFAULT_WEBSOCKET_MAX_MESSAGE
+    )
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise CommandError(
+            "RUNSERVER_PLUS_WEBSOCKET_MAX_MESSAGE must be a number of bytes of 1 "
+            f"or more; it is {value!r}."
+        )
+    return value
+
+
+def load_asgi_application() -> ASGIApp:
+    """``settings.ASGI_APPLICATION``, or Django's handler for a project
+    without it; worded as Django words a bad ``WSGI_APPLICATION``."""
+    path = getattr(settings, "ASGI_APPLICATION", None)
+    if not path:
+        from django.core.asgi import get_asgi_application  # noqa: PLC0415
+
+        return cast(ASGIApp, get_asgi_application())
+    try:
+        return cast(ASGIApp, import_string(path))
+    except ImportError as error:
+        raise ImproperlyConfigured(
+            f"ASGI application '{path}' could not be loaded; Error importing module."
+        ) from error
+
+
+def asgi_banner(text: str) -> str:
+    """Django's banner text with the server named as the ASGI one."""
+    return _BANNER_LINE.sub("Starting ASGI development server at ", text)
+
+
+class AsgiBannerOutput(banner.FlushingOutput):
+    """Django's banner, naming the ASGI server in Django's words."""
+
+    def write(  # type: ignore[override]  # OutputWrapper's own signature
+        self, msg: str = "", style_func: Any = None, ending: str | None = None
+    ) -> None:
+        super().write(asgi_banner(msg), style_func, ending)
+
+
+def on_bind(command: Any, port: int) -> None:
+    """Django's ``on_bind()`` banner, with the ASGI server named in it."""
+    stdout = command.stdout
+    command.stdout = banner.flushing(stdout, AsgiBannerOutput)
+    try:
+        command.on_bind(port)
+    finally:
+        command.stdout = stdout

@@ -1,0 +1,334 @@
+"""One client connection under asyncio: read heads, run a cycle each, keep alive."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import http
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from typing import IO, Any
+
+import h11
+
+from runserver_plus.server import log
+from runserver_plus.server.asgi_cycle import HttpCycle
+from runserver_plus.server.asgi_scope import (
+    QUIET,
+    ASGIApp,
+    address,
+    http_scope,
+)
+from runserver_plus.server.body import READ_SIZE, SPOOL_IN_MEMORY, ChunkSizeLines
+from runserver_plus.server.core import starts_with_tls, take_head
+from runserver_plus.server.errors import ClientGone, ProtocolError
+from runserver_plus.server.request import RequestHead, h11_reason, parse_head
+from runserver_plus.server.response import closing_response
+
+#: Unread request body we still read to keep a keep-alive connection in sync.
+MAX_DRAIN = 1024 * 1024  # bytes
+#: How long a connection accepted just before a stop may take to send its
+#: first request: the client did nothing wrong, so it still gets an answer.
+FRESH_GRACE = 0.5  # s
+#: Longest request line shown in the log (a 414 can be 64 KiB long).
+LOGGED_LINE = 1000  # characters
+#: Above this many bytes waiting to be sent, a write waits for the client.
+WRITE_HIGH_WATER = 256 * 1024  # bytes
+
+#: Takes over a connection whose request asks for a WebSocket; returns when done.
+UpgradeHandler = Callable[["HttpConnection", bytes, RequestHead], Awaitable[None]]
+
+
+@dataclasses.dataclass(frozen=True)
+class HttpSettings:
+    """What every connection needs from the server."""
+
+    app: ASGIApp
+    idle_timeout: float  # s, between requests on a kept-alive connection
+    read_timeout: float  # s, per read while a request arrives, per write
+    #: What the application's lifespan startup stored, copied into each scope.
+    state: dict[str, Any]
+    #: Serves WebSocket upgrades; None answers them as plain HTTP requests.
+    websocket: UpgradeHandler | None = None
+
+
+def is_websocket_upgrade(request: RequestHead) -> bool:
+    """Whether the request asks to switch to the WebSocket protocol."""
+    if request.method != b"GET":
+        return False
+    upgrade = b",".join(v for n, v in request.headers if n == b"upgrade")
+    return b"websocket" in upgrade.lower()
+
+
+class HttpConnection:
+    """Serve one accepted connection's requests until it closes or the server stops."""
+
+    def __init__(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        settings: HttpSettings,
+    ) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.transport = writer.transport
+        self.settings = settings
+        self.sock = writer.get_extra_info("socket")
+        self.server = address(writer.get_extra_info("sockname"))
+        self.client = address(writer.get_extra_info("peername"))
+        self.buffer = bytearray()
+        self.idle = True  # waiting for a request, nothing of it buffered
+        self.closing = False
+        self.served = 0
+        self._timed_out = False
+        #: Called when the server stops, for a connection that upgraded.
+        self.on_stop: Callable[[], None] | None = None
+
+    # --- life cycle, seen from the server -----------------------------------------
+
+    def close_if_idle(self) -> None:
+        """Ask the connection to stop; close it at once if it waits between
+        requests. One that has not sent its first request yet gets a moment."""
+        self.closing = True
+        if self.on_stop is not None:
+            self.on_stop()
+        elif self.idle:
+            if self.served:
+                self.transport.close()
+            else:
+                loop = asyncio.get_running_loop()
+                loop.call_later(FRESH_GRACE, self._close_if_still_idle)
+
+    def _close_if_still_idle(self) -> None:
+        if self.idle:
+            self.transport.close()
+
+    def abort(self) -> None:
+        """Break off whatever the connection does (the drain bound is over)."""
+        self.closing = True
+        self.transport.abort()
+
+    async def serve(self) -> None:
+        try:
+            while True:
+                try:
+                    head = await self._read_head()
+                except ProtocolError as error:
+                    await self._send_error(error, first_line(bytes(self.buffer)), 0.0)
+                    break
+                if head is None or not await self._answer(head):
+                    break
+        except (OSError, ClientGone) as error:
+            if isinstance(error, (BrokenPipeError, ConnectionResetError)):
+                log.log_broken_pipe(self.client)
+        finally:
+            self.transport.close()
+
+    # --- I/O ----------------------------------------------------------------------
+
+    async def read(self, timeout: float) -> bytes:
+        """The next bytes from the client; b"" when it closed or ``timeout`` passed
+        (then ``timed_out`` is set). A timer, not ``wait_for``: no task per read."""
+        timer = asyncio.get_running_loop().call_later(timeout, self._time_out)
+        try:
+            return await self.reader.read(READ_SIZE)
+        except OSError:
+            return b""  # reset by the client
+        finally:
+            timer.cancel()
+
+    def _time_out(self) -> None:
+        self._timed_out = True
+        self.reader.feed_eof()
+
+    async def read_body(self) -> bytes:
+        """Bytes of a request body; b"" when the client closed or stalled."""
+        return await self.read(self.settings.read_timeout)
+
+    async def write(self, data: bytes) -> None:
+        """Write ``data``; wait for the client when much is unsent. ``OSError``
+        when the client is gone or reads nothing for the read timeout."""
+        if self.transport.is_closing():
+            raise ConnectionResetError("the connection is closed")
+        if data:
+            self.writer.write(data)
+        if self.transport.get_write_buffer_size() > WRITE_HIGH_WATER:
+            try:
+                await asyncio.wait_for(self.writer.drain(), self.settings.read_timeout)
+            except asyncio.TimeoutError:
+                self.transport.abort()
+                raise ConnectionResetError("the client stopped reading") from None
+
+    async def _read_head(self) -> bytes | None:
+        """The next request's head, or None when the client is done with us."""
+        while True:
+            head = take_head(self.buffer)
+            if head is not None:
+                return head
+            if self.closing and self.served and not self.buffer:
+                return None
+            self.idle = not self.buffer
+            settings = self.settings
+            timeout = settings.read_timeout if self.buffer else settings.idle_timeout
+            try:
+                data = await self.read(timeout)
+            finally:
+                self.idle = False
+            if not data:
+                if self._timed_out and self.buffer:
+                    raise ProtocolError(408, "Request Timeout")
+                return None
+            if not self.buffer and starts_with_tls(data):
+                log.log_tls_attempt(self.sock)
+                return None
+            self.buffer += data
+
+    # --- one request --------------------------------------------------------------
+
+    async def _answer(self, head: bytes) -> bool:
+        """Serve the request with this head; True when the connection may carry
+        another."""
+        started = time.perf_counter()
+        request_line = first_line(head)
+        try:
+            request, body = parse_head(head)
+        except ProtocolError as error:
+            await self._send_error(error, request_line, started)
+            return False
+        if self.settings.websocket is not None and is_websocket_upgrade(request):
+            await self.settings.websocket(self, head, request)
+            return False
+        spool: IO[bytes] | None = None
+        length = None
+        if body is not None:
+            if self.buffer:
+                # Only when there is something: h11 takes b"" for a close.
+                body.receive_data(bytes(self.buffer))
+                self.buffer.clear()
+            if any(name == b"transfer-encoding" for name, _ in request.headers):
+                try:
+                    spool, length = await self._decode_chunked(body)
+                except h11.RemoteProtocolError as error:
+                    error400 = ProtocolError(400, h11_reason(error))
+                    await self._send_error(error400, request_line, started)
+                    return False
+                except ProtocolError as error:
+                    await self._send_error(error, request_line, started)
+                    return False
+                if spool is None:
+                    return False  # the client left mid-body
+        cycle = HttpCycle(
+            self,
+            request_line=request_line,
+            method=request.method,
+            http11=request.http_version != b"1.0",
+            keep_alive=self._may_keep_alive(request),
+            body=None if spool is not None else body,
+            spool=spool,
+        )
+        scope = http_scope(
+            request,
+            server=self.server,
+            client=self.client,
+            content_length=length,
+            state=self.settings.state,
+        )
+        await cycle.run(self.settings.app, scope)
+        if not cycle.complete:
+            return False
+        if not scope.get(QUIET):
+            duration = time.perf_counter() - started
+            log.log_request(request_line, cycle.status, cycle.sent, duration, self.sock)
+        self.served += 1
+        if not cycle.keep_alive:
+            return False
+        if body is not None and spool is None and not cycle.body_done:
+            return await self._skip_body(cycle)
+        return True
+
+    async def _decode_chunked(
+        self, body: h11.Connection
+    ) -> tuple[IO[bytes] | None, int]:
+        """Read a whole chunked body into a spool; (None, 0) if the client left."""
+        size_lines = ChunkSizeLines()
+        size_lines.received(body.trailing_data[0])
+        spool: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY)  # noqa: SIM115 - the cycle closes it
+        total = 0
+        try:
+            if body.they_are_waiting_for_100_continue:
+                await self.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            while True:
+                event = body.next_event()
+                if isinstance(event, (h11.Data, h11.EndOfMessage)):
+                    size_lines.consumed(event)
+                if isinstance(event, h11.Data):
+                    spool.write(event.data)
+                    total += len(event.data)
+                elif isinstance(event, h11.EndOfMessage):
+                    self.buffer += body.trailing_data[0]
+                    break
+                else:
+                    data = await self.read_body()
+                    if not data:
+                        spool.close()
+                        return None, 0
+                    body.receive_data(data)
+                    size_lines.received(data)
+        except BaseException:
+            spool.close()
+            raise
+        spool.seek(0)
+        return spool, total
+
+    async def _skip_body(self, cycle: HttpCycle) -> bool:
+        """Read and drop what the application left of the body (up to
+        ``MAX_DRAIN``), so the next request is found; False if that fails."""
+        seen = 0
+        while not cycle.body_done and seen <= MAX_DRAIN:
+            message = await cycle.receive()
+            if message["type"] != "http.request":
+                return False
+            seen += len(message["body"])
+        return cycle.body_done and not cycle.disconnected
+
+    def _may_keep_alive(self, request: RequestHead) -> bool:
+        """Persistent unless the client or a stop says no."""
+        if self.closing:
+            return False
+        values = [value for name, value in request.headers if name == b"connection"]
+        if not values:  # the common case
+            return request.http_version != b"1.0"
+        tokens = {
+            token.strip().lower() for value in values for token in value.split(b",")
+        }
+        if request.http_version != b"1.0":
+            return b"close" not in tokens
+        return b"keep-alive" in tokens  # HTTP/1.0 asks for it, as Django allows
+
+    async def _send_error(
+        self, error: ProtocolError, request_line: str, started: float
+    ) -> None:
+        """Answer a request the server rejects itself, then close; without the
+        body when the request line, however malformed, asks for HEAD."""
+        log.log_protocol_error(error.status, error.reason, self.sock)
+        phrase = http.HTTPStatus(error.status).phrase
+        body = f"{error.status} {phrase}\n\n{error.reason}\n".encode()
+        head = request_line.startswith("HEAD ")
+        try:
+            await self.write(
+                closing_response(
+                    error.status, "text/plain; charset=utf-8", body, head=head
+                )
+            )
+        except OSError:
+            return
+        duration = time.perf_counter() - started if started else 0.0
+        log.log_request(request_line, error.status, None, duration, self.sock)
+
+
+def first_line(data: bytes) -> str:
+    """The request line as the log shows it: raw bytes read as latin-1."""
+    end = data.find(b"\n")
+    line = (data if end < 0 else data[:end]).rstrip(b"\r").decode("latin-1")
+    return line if len(line) <= LOGGED_LINE else line[:LOGGED_LINE] + "..."
