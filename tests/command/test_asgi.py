@@ -108,3 +108,11 @@ def test_asgi_application_that_cannot_be_imported_is_named() -> None:
 
 def test_project_without_the_setting_gets_djangos_asgi_handler() -> None:
     assert isinstance(asgi_mode.load_asgi_application(), ASGIHandler)
+
+
+def test_https_with_asgi_is_refused_in_one_line() -> None:
+    with pytest.raises(CommandError) as raised:
+        config_for("--asgi", "--https")
+
+    assert str(raised.value) == asgi_mode.HTTPS_ERROR
+    assert "\n" not in str(raised.value)

@@ -166,6 +166,9 @@ class RunserverPlusMixin:
         else:
             display = addr
         tls = self._tls_files = https.tls_files(options, addr, ipv6=command.use_ipv6)
+        asgi = asgi_mode.wants_asgi(options)
+        if asgi and tls is not None:
+            raise CommandError(asgi_mode.HTTPS_ERROR)
         print_sql = bool(
             options.get("print_sql")
             or getattr(settings, "RUNSERVER_PLUS_PRINT_SQL", False)
@@ -176,7 +179,7 @@ class RunserverPlusMixin:
             use_ipv6=command.use_ipv6,
             display_addr=display,
             use_threading=options["use_threading"],
-            asgi=asgi_mode.wants_asgi(options),
+            asgi=asgi,
             websocket_max_message=asgi_mode.websocket_max_message(),
             use_reloader=options["use_reloader"],
             debug=settings.DEBUG,
