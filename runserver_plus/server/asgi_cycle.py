@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import http
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, Any, Protocol
 
 import h11
 
@@ -20,8 +20,22 @@ from runserver_plus.server.request import MAX_HEAD, READ_SIZE
 from runserver_plus.server.response import closing_response
 from runserver_plus.server.wsgi import response_headers
 
-if TYPE_CHECKING:
-    from runserver_plus.server.asgi_http import HttpConnection
+
+class ConnectionIO(Protocol):
+    """What a cycle needs from its connection (asgi_http's ``HttpConnection``,
+    passed down: this module does not import that one)."""
+
+    reader: asyncio.StreamReader
+    #: Bytes read past the request: the next, pipelined, request's.
+    buffer: bytearray
+    client: tuple[str, int] | None
+
+    async def write(self, data: bytes) -> None:
+        """Write ``data``; ``OSError`` when the client is gone."""
+
+    async def read_body(self) -> bytes:
+        """Bytes of the body; b"" when the client closed or stalled."""
+
 
 #: How long an application may go on streaming to a client that left without
 #: reading ``http.disconnect`` before it is cancelled (Django < 5 never reads it).
@@ -55,7 +69,7 @@ class HttpCycle:
 
     def __init__(
         self,
-        connection: HttpConnection,
+        connection: ConnectionIO,
         *,
         request_line: str,
         method: bytes,
