@@ -57,13 +57,16 @@ def websocket_max_message() -> int:
 
 
 def load_asgi_application() -> ASGIApp:
-    """``settings.ASGI_APPLICATION``, or Django's handler for a project
-    without it; worded as Django words a bad ``WSGI_APPLICATION``."""
+    """``settings.ASGI_APPLICATION``, or Django's handler (streaming sync
+    iterators as they are produced) for a project without it; a bad path is
+    worded as Django words a bad ``WSGI_APPLICATION``."""
     path = getattr(settings, "ASGI_APPLICATION", None)
     if not path:
-        from django.core.asgi import get_asgi_application  # noqa: PLC0415
+        # What get_asgi_application() returns, once django.setup() has run
+        # (the command has run it).
+        from runserver_plus.asgi_handler import StreamingAsgiHandler  # noqa: PLC0415
 
-        return cast(ASGIApp, get_asgi_application())
+        return cast(ASGIApp, StreamingAsgiHandler())
     try:
         return cast(ASGIApp, import_string(path))
     except ImportError as error:

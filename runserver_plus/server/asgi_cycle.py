@@ -22,16 +22,20 @@ from runserver_plus.server.response import closing_response
 from runserver_plus.server.wsgi import response_headers
 
 
-class CycleConnection(Protocol):
-    """What a request cycle needs of its connection (asgi_http.HttpConnection)."""
+class ConnectionIO(Protocol):
+    """What a cycle needs from its connection (asgi_http's ``HttpConnection``,
+    passed down: this module does not import that one)."""
 
-    client: Any
-    buffer: bytearray
     reader: asyncio.StreamReader
+    #: Bytes read past the request: the next, pipelined, request's.
+    buffer: bytearray
+    client: tuple[str, int] | None
 
-    async def write(self, data: bytes) -> None: ...
+    async def write(self, data: bytes) -> None:
+        """Write ``data``; ``OSError`` when the client is gone."""
 
-    async def read_body(self) -> bytes: ...
+    async def read_body(self) -> bytes:
+        """Bytes of the body; b"" when the client closed or stalled."""
 
 
 #: How long an application may go on streaming to a client that left without
@@ -66,7 +70,7 @@ class HttpCycle:
 
     def __init__(
         self,
-        connection: CycleConnection,
+        connection: ConnectionIO,
         *,
         request_line: str,
         method: bytes,

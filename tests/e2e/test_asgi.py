@@ -242,3 +242,14 @@ def test_a_reload_closes_open_websockets_with_1012_and_they_reconnect(
         ws.send("after")
         assert ws.recv(10) == "after"
     assert server.get("/pid/").json()["boot_id"] != before
+
+
+def test_with_asgi_option_a_sync_stream_is_sent_without_djangos_warning(
+    start_server: StartServer,
+) -> None:
+    server = start_server(ADDRPORT, "--asgi", "--noreload")
+    response = server.get("/stream/?chunks=3")
+    assert response.body == b"chunk 0\nchunk 1\nchunk 2\n"
+    assert response.headers["Transfer-Encoding"] == "chunked"
+    server.wait_for_stderr(r'"GET /stream/\?chunks=3 HTTP/1.1" 200 24 ')
+    assert "must consume synchronous iterators" not in server.stderr_text()

@@ -220,6 +220,7 @@ def test_a_py_save_restarts_the_worker_on_the_same_port(
     assert start_log.count() == 2
 
 
+@pytest.mark.usefixtures("server_mode")
 def test_the_worker_runs_with_run_main_and_the_supervisor_never_serves(
     start_server: StartServer, start_log: StartLog
 ) -> None:
@@ -707,6 +708,7 @@ def test_a_module_imported_from_outside_the_project_is_watched(
 # Offering non-Python changes to the worker (Django's file_changed).
 
 
+@pytest.mark.usefixtures("server_mode")
 def test_a_template_edit_applies_without_a_restart(
     start_server: StartServer, project_dir: Path
 ) -> None:

@@ -96,6 +96,7 @@ STOPS = [ctrl_c, sigint, sigterm]
 
 
 @pytest.mark.parametrize("stop", STOPS)
+@pytest.mark.usefixtures("server_mode")
 def test_stop_drains_the_worker_and_exits_zero(
     start_server: StartServer, stop: Callable[[RunningServer], None]
 ) -> None:
@@ -148,6 +149,7 @@ def test_ctrl_c_reaching_the_worker_after_the_supervisor_still_drains(
 
 
 @pytest.mark.parametrize("stop", STOPS)
+@pytest.mark.usefixtures("server_mode")
 def test_stop_when_idle_is_prompt(
     start_server: StartServer, stop: Callable[[RunningServer], None]
 ) -> None:
@@ -163,6 +165,7 @@ def test_stop_when_idle_is_prompt(
     assert_all_gone(server, worker)
 
 
+@pytest.mark.usefixtures("server_mode")
 def test_sigkill_of_the_supervisor_leaves_no_worker_behind(
     start_server: StartServer,
 ) -> None:

@@ -1,0 +1,52 @@
+"""Django's ASGI handler as runserver_plus builds it, over real sockets."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from runserver_plus.asgi_handler import StreamingAsgiHandler
+from tests import asgi_urls
+from tests.live_asgi import serve_asgi
+
+pytestmark = pytest.mark.usefixtures("collect_leaks")
+
+REQUEST = b"GET /paced/ HTTP/1.1\r\nHost: testserver\r\n\r\n"
+
+
+@pytest.fixture(autouse=True)
+def paced_urls(settings) -> Iterator[None]:
+    settings.ROOT_URLCONF = "tests.asgi_urls"
+    settings.ALLOWED_HOSTS = ["testserver"]
+    asgi_urls.GATE.clear()
+    asgi_urls.CLOSED.clear()
+    yield
+    asgi_urls.GATE.set()  # never leave a stream waiting
+
+
+def test_a_sync_stream_goes_out_as_it_is_produced() -> None:
+    with serve_asgi(StreamingAsgiHandler()) as live, live.connect() as client:
+        client.send(REQUEST)
+        while b"first\n" not in client.buffer:
+            assert client._fill()
+        # The generator waits for the gate: the first item came on its own.
+        assert b"second" not in client.buffer
+        asgi_urls.GATE.set()
+        response = client.read_response()
+        assert response.body == b"first\nsecond\n"
+        assert response.header("Transfer-Encoding") == "chunked"
+    assert asgi_urls.CLOSED.is_set()
+
+
+def test_a_sync_stream_is_closed_soon_after_the_client_leaves() -> None:
+    with serve_asgi(StreamingAsgiHandler()) as live:
+        with live.connect() as client:
+            client.send(REQUEST)
+            while b"first\n" not in client.buffer:
+                assert client._fill()
+        left = time.monotonic()
+        asgi_urls.GATE.set()  # the generator's pending step ends
+        assert asgi_urls.CLOSED.wait(5.0)
+        assert time.monotonic() - left < 1.0
