@@ -289,7 +289,7 @@ def main(argv: list[str]) -> int:
     RESULTS.write_text(
         json.dumps(
             {
-                "date": datetime.datetime.now(datetime.UTC).isoformat(),
+                "date": datetime.datetime.now(datetime.timezone.utc).isoformat(),
                 "machine": platform.platform(),
                 "cpus": os.cpu_count(),
                 "python": sys.version.split()[0],
