@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import http
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
@@ -21,18 +20,21 @@ from runserver_plus.server.asgi_scope import (
     http_scope,
 )
 from runserver_plus.server.body import READ_SIZE, SPOOL_IN_MEMORY, ChunkSizeLines
-from runserver_plus.server.core import starts_with_tls, take_head
+from runserver_plus.server.core import (
+    error_response,
+    first_line,
+    keep_alive_asked,
+    starts_with_tls,
+    take_head,
+)
 from runserver_plus.server.errors import ClientGone, ProtocolError
 from runserver_plus.server.request import RequestHead, h11_reason, parse_head
-from runserver_plus.server.response import closing_response
 
 #: Unread request body we still read to keep a keep-alive connection in sync.
 MAX_DRAIN = 1024 * 1024  # bytes
 #: How long a connection accepted just before a stop may take to send its
 #: first request: the client did nothing wrong, so it still gets an answer.
 FRESH_GRACE = 0.5  # s
-#: Longest request line shown in the log (a 414 can be 64 KiB long).
-LOGGED_LINE = 1000  # characters
 #: Above this many bytes waiting to be sent, a write waits for the client.
 WRITE_HIGH_WATER = 256 * 1024  # bytes
 
@@ -294,17 +296,7 @@ class HttpConnection:
 
     def _may_keep_alive(self, request: RequestHead) -> bool:
         """Persistent unless the client or a stop says no."""
-        if self.closing:
-            return False
-        values = [value for name, value in request.headers if name == b"connection"]
-        if not values:  # the common case
-            return request.http_version != b"1.0"
-        tokens = {
-            token.strip().lower() for value in values for token in value.split(b",")
-        }
-        if request.http_version != b"1.0":
-            return b"close" not in tokens
-        return b"keep-alive" in tokens  # HTTP/1.0 asks for it, as Django allows
+        return not self.closing and keep_alive_asked(request)
 
     async def _send_error(
         self, error: ProtocolError, request_line: str, started: float
@@ -312,23 +304,9 @@ class HttpConnection:
         """Answer a request the server rejects itself, then close; without the
         body when the request line, however malformed, asks for HEAD."""
         log.log_protocol_error(error.status, error.reason, self.sock)
-        phrase = http.HTTPStatus(error.status).phrase
-        body = f"{error.status} {phrase}\n\n{error.reason}\n".encode()
-        head = request_line.startswith("HEAD ")
         try:
-            await self.write(
-                closing_response(
-                    error.status, "text/plain; charset=utf-8", body, head=head
-                )
-            )
+            await self.write(error_response(error, request_line))
         except OSError:
             return
         duration = time.perf_counter() - started if started else 0.0
         log.log_request(request_line, error.status, None, duration, self.sock)
-
-
-def first_line(data: bytes) -> str:
-    """The request line as the log shows it: raw bytes read as latin-1."""
-    end = data.find(b"\n")
-    line = (data if end < 0 else data[:end]).rstrip(b"\r").decode("latin-1")
-    return line if len(line) <= LOGGED_LINE else line[:LOGGED_LINE] + "..."
