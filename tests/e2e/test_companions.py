@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from runserver_plus.reloader.companions import STOP_TIMEOUT
-from tests.e2e.harness import RunningServer, StartServer, group_members
+from tests.e2e.harness import BANNER_RE, RunningServer, StartServer, group_members
 from tests.helpers import wait_until
 
 pytestmark = pytest.mark.e2e
@@ -105,7 +105,7 @@ def test_companions_start_after_the_first_worker_serves_with_prefixed_output(
     assert alpha != beta  # each in its own process group
     assert os.getpgid(server.pid) not in (alpha, beta)
     lines = server.stdout.lines()
-    banner = line_index(lines, "Starting development server at")
+    banner = line_index(lines, BANNER_RE.pattern)
     assert banner < line_index(lines, r"alpha started")
     assert banner < line_index(lines, r"beta started")
     # Prefixed with a short name, padded to one width, one colour each.

@@ -27,7 +27,7 @@ pytestmark = pytest.mark.e2e
 NORELOAD = ("127.0.0.1:0", "--noreload")
 
 #: From a stop signal to the exit of a running server: the drain's bound (3 s)
-#: and, in ASGI mode, up to LOOP_END_TIMEOUT (5 s) for the event loop's
+#: and, in ASGI mode, up to LOOP_END_TIMEOUT (2 s) twice for the event loop's
 #: thread to end; once in nine runs of the ASGI variant the exit took longer
 #: than 5 s.
 EXIT_TIMEOUT = 10.0  # s
