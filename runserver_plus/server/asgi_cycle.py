@@ -18,7 +18,7 @@ from runserver_plus.server.asgi_scope import (
 )
 from runserver_plus.server.body import READ_SIZE
 from runserver_plus.server.request import MAX_HEAD
-from runserver_plus.server.response import closing_response
+from runserver_plus.server.response import closing_response, frame
 from runserver_plus.server.wsgi import response_headers
 
 
@@ -310,15 +310,9 @@ class HttpCycle:
             lines += b"Content-Length: %d\r\n" % self._length
         if app_close:
             self.keep_alive = False
-        framing = b""
-        if not self._no_body and self._length is None:
-            if self.http11:
-                self._chunked = True
-                framing = b"Transfer-Encoding: chunked\r\n"
-            else:
-                self.keep_alive = False  # the end of the body is the close
-        if not self.keep_alive:
-            framing += b"Connection: close\r\n"
-        elif not self.http11:
-            framing += b"Connection: keep-alive\r\n"
+        framing, self._chunked, self.keep_alive = frame(
+            sized=self._no_body or self._length is not None,
+            http11=self.http11,
+            keep_alive=self.keep_alive,
+        )
         return b"HTTP/1.1 %d %s\r\n%s%s\r\n" % (status, _reason(status), lines, framing)

@@ -39,6 +39,22 @@ def closing_response(
     return head_lines + b"Date: " + http_date() + b"\r\n\r\n" + (b"" if head else body)
 
 
+def frame(*, sized: bool, http11: bool, keep_alive: bool) -> tuple[bytes, bool, bool]:
+    """How a response's body is delimited: the framing header lines, whether
+    the body goes chunked, and whether the connection stays open. A body of
+    unknown length goes chunked to HTTP/1.1, and ends with the connection to
+    HTTP/1.0. Both drivers (response.py, asgi_cycle.py) frame this way."""
+    chunked = not sized and http11
+    if not sized and not http11:
+        keep_alive = False  # the end of the body is the close
+    framing = b"Transfer-Encoding: chunked\r\n" if chunked else b""
+    if not keep_alive:
+        framing += b"Connection: close\r\n"
+    elif not http11:
+        framing += b"Connection: keep-alive\r\n"
+    return framing, chunked, keep_alive
+
+
 class FileSpan:
     """Bytes of a file for ``socket.sendfile``, in a list of parts to write."""
 
@@ -167,17 +183,11 @@ class Response:
         )
         if app_close or not self.writer.keeps_alive():
             self.keep_alive = False
-        framing = b""
-        if not self._no_body and self._length is None:
-            if self.http11:
-                self._chunked = True
-                framing = b"Transfer-Encoding: chunked\r\n"
-            else:
-                self.keep_alive = False  # the end of the body is the close
-        if not self.keep_alive:
-            framing += b"Connection: close\r\n"
-        elif not self.http11:
-            framing += b"Connection: keep-alive\r\n"
+        framing, self._chunked, self.keep_alive = frame(
+            sized=self._no_body or self._length is not None,
+            http11=self.http11,
+            keep_alive=self.keep_alive,
+        )
         self._pending_head = b"HTTP/1.1 %d %s\r\n%s%s\r\n" % (
             self.status,
             self._reason,
