@@ -210,15 +210,21 @@ def measure(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         )
         raw["testproject"]["large_tree"] = tree
     if not args.testproject_only:
-        if importlib.util.find_spec("rest_framework") is None or (
-            importlib.util.find_spec("django_filters") is None
-        ):
+        needed = [
+            "rest_framework",
+            "django_filters",
+            *(["wagtail"] if args.cms else []),
+        ]
+        if any(importlib.util.find_spec(name) is None for name in needed):
             raise ServerError(
-                "the large project needs djangorestframework and django-filter "
-                "(pip install -e '.[benchmark]'), or run with --testproject-only"
+                "the large project needs djangorestframework, django-filter and "
+                "(unless --no-cms) wagtail: pip install -e '.[benchmark]'; or run "
+                "with --testproject-only"
             )
         large = clone(prepared, workdir / "large-prepared")
-        about = add_large_project(large, args.large_apps, args.large_models)
+        about = add_large_project(
+            large, args.large_apps, args.large_models, cms=args.cms
+        )
         print(f"=== large project: {about}", flush=True)
         copies = {
             role: clone(large, workdir / f"large-{role}")
@@ -240,7 +246,8 @@ def describe_large(project: dict[str, int], summary: dict[str, Any]) -> str:
     cold = summary["cold_start"]
     modules = summary["idle"][OURS]["modules_in_worker"]
     return (
-        f"{project['apps']} generated apps, {project['models']} models; "
+        f"{project['apps']} generated apps, {project['models']} models"
+        f"{', a Wagtail site' if project.get('cms') else ''}; "
         f"{modules} modules in runserver_plus's worker; cold start "
         f"{cold[OURS]['median_s']:.2f} s (runserver_plus), "
         f"{cold[DJANGO]['median_s']:.2f} s (Django)"
@@ -308,6 +315,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         default=LARGE_MODELS,
         help=f"models per generated app (default {LARGE_MODELS})",
     )
+    parser.add_argument(
+        "--no-cms",
+        dest="cms",
+        action="store_false",
+        help="the large project without Wagtail: mostly the generated code",
+    )
     only = parser.add_mutually_exclusive_group()
     only.add_argument(
         "--testproject-only", action="store_true", help="skip the large project"
@@ -358,6 +371,7 @@ def main(argv: list[str]) -> int:
             "seed": args.seed,
             "large_apps": args.large_apps,
             "large_models": args.large_models,
+            "large_cms": args.cms,
             "poll_interval_s": 0.01,
             "settle_s": SETTLE,
             "warm_ready_timeout_s": WARM_READY_TIMEOUT,

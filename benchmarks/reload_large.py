@@ -15,6 +15,13 @@ and selects the URLconf ``bench_large_urls``; servers run on it through
 probed touches their tables, and Django then neither warns about them nor
 checks them at start-up.
 
+With ``cms=True`` (the default) the project is also a Wagtail site, as the
+large projects that asked for warm restarts are (a CMS site of about 1,650
+modules): Wagtail's apps with their own (migrated) models, its redirect
+middleware and its admin, document and page URLs. Then most of a start is
+installed packages, where without it most is the generated project's own
+code; the benchmark reports both (``--no-cms``).
+
 Everything is written into the benchmark's temporary directory, never into
 the repository.
 """
@@ -22,6 +29,8 @@ the repository.
 from __future__ import annotations
 
 from pathlib import Path
+
+from .servers import migrate
 
 LARGE_APPS = 32  # generated apps beside testapp
 LARGE_MODELS = 6  # models per app: each with an admin, serializer, filters, viewset
@@ -56,6 +65,40 @@ REST_FRAMEWORK = {{
 }}
 '''
 
+CMS_SETTINGS_TEXT = """
+# A Wagtail site, as the reference project of warm restarts was a CMS site.
+INSTALLED_APPS += [
+    "wagtail.contrib.forms",
+    "wagtail.contrib.redirects",
+    "wagtail.embeds",
+    "wagtail.sites",
+    "wagtail.users",
+    "wagtail.snippets",
+    "wagtail.documents",
+    "wagtail.images",
+    "wagtail.search",
+    "wagtail.admin",
+    "wagtail",
+    "modelcluster",
+    "taggit",
+]
+MIDDLEWARE = [
+    *MIDDLEWARE,  # noqa: F405
+    "wagtail.contrib.redirects.middleware.RedirectMiddleware",
+]
+WAGTAIL_SITE_NAME = "bench"
+WAGTAILADMIN_BASE_URL = "http://localhost"
+"""
+
+CMS_URLS = (
+    "from wagtail import urls as wagtail_urls\n"
+    "from wagtail.admin import urls as wagtailadmin_urls\n"
+    "from wagtail.documents import urls as wagtaildocs_urls\n",
+    '    path("cms/", include(wagtailadmin_urls)),\n'
+    '    path("documents/", include(wagtaildocs_urls)),\n'
+    '    path("pages/", include(wagtail_urls)),\n',
+)
+
 WATCHFILES_SETTINGS_TEXT = f'''"""The large project plus django-watchfiles."""
 
 from {SETTINGS} import *  # noqa: F403
@@ -68,7 +111,7 @@ URLS_TEXT = '''"""testproject's URLs plus each generated app's API router."""
 from django.urls import include, path
 
 from testproject.urls import urlpatterns as testproject_urlpatterns
-
+{imports}
 urlpatterns = [
     *testproject_urlpatterns,
 {includes}]
@@ -260,20 +303,32 @@ def _write_app(project: Path, number: int, models_per_app: int) -> None:
 
 
 def add_large_project(
-    project: Path, apps: int = LARGE_APPS, models_per_app: int = LARGE_MODELS
+    project: Path,
+    apps: int = LARGE_APPS,
+    models_per_app: int = LARGE_MODELS,
+    *,
+    cms: bool = True,
 ) -> dict[str, int]:
-    """Write the generated apps, settings and URLconf into a prepared copy."""
+    """Write the generated apps, settings and URLconf into a prepared copy,
+    and migrate it when the CMS brings migrations."""
     names = [app_name(number) for number in range(apps)]
     for number in range(apps):
         _write_app(project, number, models_per_app)
-    (project / f"{SETTINGS}.py").write_text(SETTINGS_TEXT.format(apps=names))
+    settings = SETTINGS_TEXT.format(apps=names) + (CMS_SETTINGS_TEXT if cms else "")
+    (project / f"{SETTINGS}.py").write_text(settings)
     (project / f"{WATCHFILES_SETTINGS}.py").write_text(WATCHFILES_SETTINGS_TEXT)
-    includes = "".join(
+    imports, cms_includes = CMS_URLS if cms else ("", "")
+    includes = cms_includes + "".join(
         f'    path("api/{name}/", include("{name}.urls")),\n' for name in names
     )
-    (project / "bench_large_urls.py").write_text(URLS_TEXT.format(includes=includes))
+    (project / "bench_large_urls.py").write_text(
+        URLS_TEXT.format(imports=imports, includes=includes)
+    )
+    if cms:
+        migrate(project, SETTINGS)
     return {
         "apps": apps,
         "models": apps * models_per_app,
         "generated_py_files": apps * 8 + 3,
+        "cms": int(cms),
     }

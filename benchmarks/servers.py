@@ -56,10 +56,17 @@ def server_env(*, django_runserver: bool) -> dict[str, str]:
     return env
 
 
-def migrate(project: Path) -> None:
-    """Run `manage.py migrate` once in the copy, raising with its output on failure."""
+def migrate(project: Path, settings: str = "") -> None:
+    """Run `manage.py migrate` once in the copy (with ``settings``, if given),
+    raising with its output on failure."""
     result = subprocess.run(
-        [sys.executable, "manage.py", "migrate", "--noinput"],
+        [
+            sys.executable,
+            "manage.py",
+            "migrate",
+            "--noinput",
+            *([f"--settings={settings}"] if settings else []),
+        ],
         cwd=project,
         # Without runserver_plus: the schema is the same, and a broken package
         # then shows up as "our server failed to start", with its output.
