@@ -243,6 +243,8 @@ class Supervisor:
         match message:
             case {"event": "watch_dir", "path": str(path), "glob": str(glob)}:
                 self.watching.offer_dir(Path(path), glob)
+                if not (current and worker.state == "starting"):
+                    self.watching.apply()  # a late one: its worker serves
             case {"event": "modules", "files": [*files]}:
                 self.watching.add_module_roots(str(f) for f in files)
             case {"event": "preloadable", "modules": [*modules]}:
@@ -250,8 +252,9 @@ class Supervisor:
                 self.warm.learn([str(m) for m in modules], serving=serving)
             case {"event": "ready"} if current and worker.state == "starting":
                 worker.state = "ready"
-                # Every watch_dir() of this worker came before "ready" and is
-                # watched now: let it serve.
+                # Every watch_dir() of this worker came before "ready": once
+                # they are watched, let it serve.
+                self.watching.apply()
                 worker.send({"command": "watching"})
                 if self.pending and not self.stopping:
                     pending, self.pending = self.pending, []

@@ -99,8 +99,18 @@ class Watching:
         return path not in self.acted or self.acted[path] != file_state(path)
 
     def offer_dir(self, directory: Path, glob: str) -> None:
-        """A ``watch_dir()`` of the worker: offer matching changes to it."""
+        """A ``watch_dir()`` of the worker: offer matching changes to it,
+        once ``apply()`` watches them."""
         self.offered.add((directory, glob))
+
+    def apply(self) -> None:
+        """Watch what the offers so far ask for.
+
+        Once per batch: a starting worker makes dozens of offers (a template
+        and a locale folder per app), and each new set of rules means a new
+        look at every directory, so one look per offer made the start of a
+        large project wait a quarter of a second for its watch.
+        """
         self._update_rules()
 
     def add_module_roots(self, files: Iterable[str]) -> None:

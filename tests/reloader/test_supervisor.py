@@ -178,6 +178,23 @@ def test_a_template_save_is_offered_and_a_claim_means_no_restart(
     assert worker.state == "ready"
 
 
+def test_what_a_starting_worker_offers_is_watched_once_it_is_ready(
+    driven: Driven,
+) -> None:
+    # A worker's watch_dir() calls all come before its "ready"; the supervisor
+    # applies them together then (a large project makes dozens).
+    driven.supervisor._spawn()
+    worker = driven.worker
+    offer_templates(driven, worker)
+    driven.ready(worker)
+    assert worker.commands("watching") == [{"command": "watching"}]
+
+    driven.save("templates/page.html")
+
+    [offer] = worker.commands("offer")
+    assert offer["paths"] == [str(driven.project / "templates" / "page.html")]
+
+
 def test_an_offer_nobody_claims_restarts(driven: Driven) -> None:
     worker = driven.start()
     offer_templates(driven, worker)
