@@ -13,6 +13,7 @@ from django.utils.autoreload import DJANGO_AUTORELOAD_ENV
 
 from runserver_plus import banner
 from runserver_plus.config import Host, ServerConfig
+from runserver_plus.reloader import procstate
 from runserver_plus.reloader.control import take_worker_marker
 from runserver_plus.server.sockets import bind_error_message, bind_socket
 from runserver_plus.shutdown import StopRequested, stop_signals
@@ -31,6 +32,7 @@ class BindFailed(SystemExit):
 
 def run(config: ServerConfig, host: Host) -> None:
     """Serve until stopped, in the mode the config asks for."""
+    procstate.freeze()  # thawed once serving (or watching)
     if not config.use_reloader:
         run_single(config, host)
         return
@@ -63,6 +65,7 @@ def run_single(config: ServerConfig, host: Host) -> None:
             app = host.load_application()
             sock = bind_or_exit(config, host)
             host.announce(sock.getsockname()[1])
+            procstate.thaw()
             serve(sock, app, config, host, stop=threading.Event())
         except StopRequested:
             pass  # stopped before serving began: nothing to drain

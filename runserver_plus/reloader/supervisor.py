@@ -25,6 +25,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from runserver_plus.config import ServerConfig
+from runserver_plus.reloader import procstate
 from runserver_plus.reloader.companions import Companions
 from runserver_plus.reloader.control import Received
 from runserver_plus.reloader.errorpage import ErrorPage
@@ -123,6 +124,7 @@ class Supervisor:
             # the watch begins is read fresh by that worker anyway.
             self._spawn()
             self.watching.start(lambda changes: self.events.put(FilesChanged(changes)))
+            procstate.thaw()  # frozen by the runner for this start
             while not self._done():
                 self._dispatch(self.events.get())
         except KeyboardInterrupt:

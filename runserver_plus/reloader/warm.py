@@ -9,7 +9,9 @@ nothing it imported has changed since it started, puts back what a worker
 would have found (``sys.argv``, ``sys.path``, ``os.environ``, the working
 directory, the SIGINT handler, a fresh ``random`` seed), and runs the
 worker's script or module as ``__main__``: ``django.setup()``, the checks
-and serving then happen here, as in a cold worker, minus the imports.
+and serving then happen here, as in a cold worker, minus the imports. The
+preloaded objects are frozen out of the garbage collector's sight until
+the worker serves (``procstate.freeze``), so the start does not walk them.
 
 Which imports are kept: the project's settings are loaded first (many
 installed packages read them at import: Django REST framework's views,
@@ -29,6 +31,7 @@ process stale first.
 from __future__ import annotations
 
 import contextlib
+import gc
 import importlib
 import os
 import queue
@@ -118,6 +121,7 @@ def main() -> None:
     os.chdir(cwd)
     signal.signal(signal.SIGINT, previous_sigint)
     random.seed()  # from os.urandom, as at the import of random in a new process
+    procstate.freeze()  # thawed once the worker serves
     run_as_main(target)
 
 
@@ -174,6 +178,9 @@ class Preloader:
                 if why:
                     self._give_up(sorted(added), why)
             if self.pending.empty():
+                # What failed imports left is collected here, at the preload's
+                # priority: the freeze at "go" then keeps only what is used.
+                gc.collect()
                 self.channel.send({"event": "preloaded", "preloaded": self.loaded})
             batch = self.pending.get()
 

@@ -13,6 +13,7 @@ from django.utils import autoreload
 
 from runserver_plus import shutdown
 from runserver_plus.livereload.middleware import Hub, LiveReloadApp
+from runserver_plus.reloader import procstate
 from runserver_plus.reloader.control import Channel, channel_for
 from runserver_plus.reloader.preload import preloadable
 from runserver_plus.server import lifecycle
@@ -198,6 +199,7 @@ class Worker:
             return
         self.host.announce(self.listen.getsockname()[1])
         self.channel.send({"event": "serving"})
+        procstate.thaw()
         reporter = _ModuleReporter(self.reloader, self.stop, self.config)
         threading.Thread(
             target=reporter.run, name="runserver_plus-modules", daemon=True

@@ -31,6 +31,7 @@ WARM_TIMEOUT = 30.0  # s
 PROBE = """
 
 # Added by the test: the worker as the project sees it.
+import gc as _gc
 import random as _random
 import sys as _sys
 import threading as _threading
@@ -57,6 +58,7 @@ def warm_probe(request):
             "cwd": os.getcwd(),
             "threads": sorted(t.name for t in _threading.enumerate()),
             "fds": sorted(fds),
+            "gc": [_gc.isenabled(), _gc.get_threshold(), _gc.get_freeze_count()],
             "mark": getattr(_settings, "RSP_TEST_MARK", None),
             "extlib": _sys.modules["rsp_extlib"].VALUE
             if "rsp_extlib" in _sys.modules
@@ -195,6 +197,12 @@ def test_a_restart_is_warm_and_the_project_cannot_tell(
     # Nothing inherited from the preloading: no thread, no file.
     assert normalised_threads(warm["threads"]) == normalised_threads(cold["threads"])
     assert warm["fds"] == cold["fds"]
+    # The garbage collector as a cold worker has it: what the warm process
+    # froze for its start is given back once it serves.
+    assert warm["gc"] == cold["gc"]
+    enabled, _threshold, frozen = warm["gc"]
+    assert enabled is True
+    assert frozen == 0
 
 
 def test_a_settings_edit_is_served_cold_then_executed_afresh_by_a_warm_worker(
@@ -386,3 +394,16 @@ def test_settings_that_start_a_thread_are_left_to_the_worker(
 
     assert "Started the worker warm" in started(server)[-1], server.stderr_text()
     assert after["threads"].count("rsp-settings-thread") == 1
+
+
+def test_a_noreload_server_gives_the_collector_back_before_serving(
+    start_server: StartServer, probe_project: Path
+) -> None:
+    # The runner freezes what is loaded for the start (procstate.freeze) in
+    # every mode; the single process must thaw it as a worker does.
+    server = start_server(
+        ADDRPORT, "--noreload", env={"PYTHONPATH": str(probe_project)}
+    )
+    enabled, _threshold, frozen = probe(server)["gc"]
+    assert enabled is True
+    assert frozen == 0
