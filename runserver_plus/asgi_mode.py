@@ -57,16 +57,23 @@ def websocket_max_message() -> int:
 
 
 def load_asgi_application() -> ASGIApp:
-    """``settings.ASGI_APPLICATION``, or Django's handler (streaming sync
-    iterators as they are produced) for a project without it; a bad path is
-    worded as Django words a bad ``WSGI_APPLICATION``."""
+    """``settings.ASGI_APPLICATION``, or Django's handler for a project without
+    it; a bad path is worded as Django words a bad ``WSGI_APPLICATION``.
+
+    For the process that serves: every Django handler in it then sends sync
+    iterators as they are produced (``asgi_handler.stream_sync_iterators``),
+    the one a project builds with ``get_asgi_application()`` included.
+    """
+    from runserver_plus.asgi_handler import stream_sync_iterators  # noqa: PLC0415
+
+    stream_sync_iterators()
     path = getattr(settings, "ASGI_APPLICATION", None)
     if not path:
         # What get_asgi_application() returns, once django.setup() has run
         # (the command has run it).
-        from runserver_plus.asgi_handler import StreamingAsgiHandler  # noqa: PLC0415
+        from django.core.handlers.asgi import ASGIHandler  # noqa: PLC0415
 
-        return cast(ASGIApp, StreamingAsgiHandler())
+        return cast(ASGIApp, ASGIHandler())
     try:
         return cast(ASGIApp, import_string(path))
     except ImportError as error:
