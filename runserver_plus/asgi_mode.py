@@ -11,7 +11,7 @@ from django.core.management.base import CommandError
 from django.utils.module_loading import import_string
 
 from runserver_plus import banner
-from runserver_plus.config import DEFAULT_WEBSOCKET_MAX_MESSAGE
+from runserver_plus.config import DEFAULT_WEBSOCKET_MAX_MESSAGE, ServerConfig
 from runserver_plus.server.asgi_scope import ASGIApp
 
 HTTPS_ERROR = (
@@ -80,6 +80,16 @@ def load_asgi_application() -> ASGIApp:
         raise ImproperlyConfigured(
             f"ASGI application '{path}' could not be loaded; Error importing module."
         ) from error
+
+
+def with_query_log(handler: ASGIApp, config: ServerConfig) -> ASGIApp:
+    """The handler behind ``--print-sql``'s layer, when asked for: without it,
+    no execute wrapper is ever installed."""
+    if not config.print_sql:
+        return handler
+    from runserver_plus.queries_asgi import QueryLogAsgi  # noqa: PLC0415 - worker only
+
+    return QueryLogAsgi(handler, config)
 
 
 def asgi_banner(text: str) -> str:

@@ -289,7 +289,14 @@ class HttpConnection:
             return False
         if not scope.get(QUIET):
             duration = time.perf_counter() - started
-            log.log_request(request_line, cycle.status, cycle.sent, duration, self.sock)
+            log.log_request(
+                request_line,
+                cycle.status,
+                cycle.sent,
+                duration,
+                self.sock,
+                note=scope.get(log.ACCESS_NOTE),
+            )
         self.served += 1
         if not cycle.keep_alive:
             return False
