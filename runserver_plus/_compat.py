@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
+import django
 from django.core.management.base import BaseCommand
+
+if TYPE_CHECKING:
+    from django.http import StreamingHttpResponse
 
 
 def system_check_kwargs(
@@ -35,3 +40,27 @@ def reset_settings() -> None:
     from django.utils.functional import empty  # noqa: PLC0415
 
     settings._wrapped = empty
+
+
+def left_stream_closer(response: StreamingHttpResponse) -> Callable[[], None]:
+    """What closes a response's sync iterator when its client went away
+    midway: to be called in the request's thread (see ``asgi_handler``),
+    before the response's streaming content is replaced.
+
+    Django 4.2's ``ASGIHandler`` closes a response only once it was sent
+    whole; a send that fails leaves it open: close the response (its
+    iterator, then ``request_finished``). Django >= 5.0 listens for the
+    disconnect, cancels the send and sends ``request_finished`` itself (6.0
+    also closes the response): close the iterator only, which
+    ``StreamingHttpResponse`` keeps in ``_iterator`` (4.2 to 6.1), so that a
+    generator's ``finally`` runs at once.
+    """
+    if django.VERSION < (5, 0):
+        return response.close
+    iterator = response._iterator  # type: ignore[attr-defined]
+    close: Callable[[], None] | None = getattr(iterator, "close", None)
+    return close if close is not None else _nothing
+
+
+def _nothing() -> None:
+    """Nothing to close."""

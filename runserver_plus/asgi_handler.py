@@ -1,4 +1,4 @@
-"""Django's ASGI handler, sending a sync ``StreamingHttpResponse`` as it is produced."""
+"""Django's ASGI handler, made to send sync streaming responses as produced."""
 
 from __future__ import annotations
 
@@ -9,7 +9,11 @@ from asgiref.sync import sync_to_async
 from django.core.handlers.asgi import ASGIHandler
 from django.http import HttpResponseBase, StreamingHttpResponse
 
+from runserver_plus import _compat
+
 _DONE = object()
+#: Marks our ``send_response``, so that it is installed once.
+_INSTALLED = "_runserver_plus_streams_sync_iterators"
 
 
 async def produced(
@@ -19,9 +23,8 @@ async def produced(
 
     Each step runs thread-sensitively, in the request's own thread as the
     view did, so a generator that uses the ORM keeps its connection. Left
-    early (the client went away, and Django cancels the response), ``close``
-    runs in that thread too, after the step in progress: Django closes a
-    response it finished sending, not one it cancelled.
+    early (the client went away), ``close`` runs in that thread too, after
+    the step in progress.
     """
 
     def step() -> Any:
@@ -38,25 +41,38 @@ async def produced(
             await sync_to_async(close, thread_sensitive=True)()
 
 
-class StreamingAsgiHandler(ASGIHandler):
-    """What ``get_asgi_application()`` returns, except for sync streams.
+def stream_sync_iterators() -> None:
+    """Make every ``ASGIHandler`` of this process send a sync
+    ``StreamingHttpResponse`` as it is produced; idempotent.
 
-    Django's handler consumes a sync iterator whole before it sends the
-    first byte (with a warning): an event stream never answers, a large
-    download waits in memory. Here it is turned into an async iterator that
-    pulls one item at a time, so it goes out as under WSGI.
+    Django's handler consumes a sync iterator whole before it sends the first
+    byte (with a warning): an event stream never answers, a large download
+    waits in memory. The handler a project builds (``get_asgi_application()``,
+    also inside a Channels ``ProtocolTypeRouter``) is Django's class itself,
+    so the class's ``send_response`` is wrapped: the iterator becomes an
+    async one that pulls one item at a time, as under WSGI. For the process
+    that serves in ASGI mode only; importing this module changes nothing.
     """
+    if getattr(ASGIHandler.send_response, _INSTALLED, False):
+        return
+    original = ASGIHandler.send_response
 
-    async def send_response(self, response: HttpResponseBase, send: Any) -> None:
+    async def send_response(
+        self: ASGIHandler, response: HttpResponseBase, send: Any
+    ) -> None:
         if not isinstance(response, StreamingHttpResponse) or response.is_async:
-            await super().send_response(response, send)
+            await original(self, response, send)
             return
+        close = _compat.left_stream_closer(response)
         content = cast(Iterator[bytes], response.streaming_content)
-        stream = produced(content, response.close)
+        stream = produced(content, close)
         response.streaming_content = stream
         try:
-            await super().send_response(response, send)
+            await original(self, response, send)
         finally:
             # Django's own iteration does not close our iterator when a send
-            # fails (the client left): closing it closes the response.
+            # fails (the client left): closing it closes the sync one.
             await stream.aclose()
+
+    setattr(send_response, _INSTALLED, True)
+    ASGIHandler.send_response = send_response  # type: ignore[method-assign]

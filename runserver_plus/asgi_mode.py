@@ -11,7 +11,7 @@ from django.core.management.base import CommandError
 from django.utils.module_loading import import_string
 
 from runserver_plus import banner
-from runserver_plus.config import DEFAULT_WEBSOCKET_MAX_MESSAGE
+from runserver_plus.config import DEFAULT_WEBSOCKET_MAX_MESSAGE, ServerConfig
 from runserver_plus.server.asgi_scope import ASGIApp
 
 HTTPS_ERROR = (
@@ -57,22 +57,39 @@ def websocket_max_message() -> int:
 
 
 def load_asgi_application() -> ASGIApp:
-    """``settings.ASGI_APPLICATION``, or Django's handler (streaming sync
-    iterators as they are produced) for a project without it; a bad path is
-    worded as Django words a bad ``WSGI_APPLICATION``."""
+    """``settings.ASGI_APPLICATION``, or Django's handler for a project without
+    it; a bad path is worded as Django words a bad ``WSGI_APPLICATION``.
+
+    For the process that serves: every Django handler in it then sends sync
+    iterators as they are produced (``asgi_handler.stream_sync_iterators``),
+    the one a project builds with ``get_asgi_application()`` included.
+    """
+    from runserver_plus.asgi_handler import stream_sync_iterators  # noqa: PLC0415
+
+    stream_sync_iterators()
     path = getattr(settings, "ASGI_APPLICATION", None)
     if not path:
         # What get_asgi_application() returns, once django.setup() has run
         # (the command has run it).
-        from runserver_plus.asgi_handler import StreamingAsgiHandler  # noqa: PLC0415
+        from django.core.handlers.asgi import ASGIHandler  # noqa: PLC0415
 
-        return cast(ASGIApp, StreamingAsgiHandler())
+        return cast(ASGIApp, ASGIHandler())
     try:
         return cast(ASGIApp, import_string(path))
     except ImportError as error:
         raise ImproperlyConfigured(
             f"ASGI application '{path}' could not be loaded; Error importing module."
         ) from error
+
+
+def with_query_log(handler: ASGIApp, config: ServerConfig) -> ASGIApp:
+    """The handler behind ``--print-sql``'s layer, when asked for: without it,
+    no execute wrapper is ever installed."""
+    if not config.print_sql:
+        return handler
+    from runserver_plus.queries_asgi import QueryLogAsgi  # noqa: PLC0415 - worker only
+
+    return QueryLogAsgi(handler, config)
 
 
 def asgi_banner(text: str) -> str:

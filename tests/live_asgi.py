@@ -35,10 +35,13 @@ class LiveAsgiServer:
 def serve_asgi(
     app: ASGIApp,
     *,
-    drain_timeout: float = TIMEOUT,
+    drain_timeout: float | None = None,
     **config: Any,
 ) -> Iterator[LiveAsgiServer]:
-    """Run ``app`` with the asyncio driver on a real socket; stop and drain on exit."""
+    """Run ``app`` with the asyncio driver on a real socket; stop and drain on
+    exit. ``drain_timeout`` is the config's, as ``serve_app``'s."""
+    if drain_timeout is not None:
+        config["drain_timeout"] = drain_timeout
     settings = ServerConfig(addr="127.0.0.1", port=0, asgi=True, **config)
     sock = bind_socket("127.0.0.1", 0, ipv6=False, backlog=settings.backlog)
     server = AsgiServer(sock, app, settings)
@@ -50,9 +53,7 @@ def serve_asgi(
         server.shutdown()
         thread.join(TIMEOUT)
         assert not thread.is_alive(), "the asyncio driver did not stop accepting"
-        assert server.drain(drain_timeout), (
-            "connections were still busy after the drain"
-        )
+        assert server.drain(TIMEOUT), "connections were still busy after the drain"
 
 
 class ScopeRecorder:

@@ -69,6 +69,9 @@ class AsgiLiveReload:
             (b"content-type", b"text/event-stream"),
             (b"cache-control", b"no-store"),
             (b"x-accel-buffering", b"no"),
+            # The browser reconnects on a connection of its own when the
+            # stream ends; keeping this one would hold up a drain.
+            (b"connection", b"close"),
         ]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         loop = asyncio.get_running_loop()

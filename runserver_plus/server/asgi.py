@@ -18,7 +18,9 @@ from runserver_plus.server import log
 from runserver_plus.server.asgi_http import HttpConnection, HttpSettings
 from runserver_plus.server.asgi_scope import ASGIApp
 from runserver_plus.server.lifespan import Lifespan
+from runserver_plus.server.linger import LINGER_AT_EXIT, Lingerer
 from runserver_plus.server.sockets import bound_port
+from runserver_plus.server.state import ABORT_AFTER, StopClock
 from runserver_plus.server.websocket import WebSocketHandler
 
 #: How long the loop may take to end once drained (lifespan shutdown included).
@@ -35,8 +37,16 @@ class AsgiServer:
 
     The runner drives it as it drives the threaded ``Server``:
     ``serve_forever()`` returns once ``shutdown()`` stopped the accepting;
-    ``drain(timeout)`` then closes idle connections, waits for busy ones and
-    breaks off the rest, and the application's lifespan shutdown runs.
+    ``drain(timeout)`` then waits for the connections and breaks off the
+    rest, and the application's lifespan shutdown runs.
+
+    The drain is the threaded server's: from ``shutdown()`` on nothing more
+    is accepted (a new worker takes new connections from the shared
+    backlog) and every response says ``Connection: close``. Open connections
+    are kept until the deadline: a request that arrives on one is answered,
+    then the connection closes; one that stays idle until the deadline is
+    closed then. Closes linger (``Lingerer``). WebSockets are closed with
+    1012 at once.
     """
 
     def __init__(
@@ -50,12 +60,16 @@ class AsgiServer:
         self.config = config
         self.port = bound_port(sock)
         self.state: dict[str, Any] = {}
+        self.clock = StopClock()
+        self._lingerer = Lingerer()
         self.settings = HttpSettings(
             app=app,
             idle_timeout=config.idle_timeout,
             read_timeout=config.read_timeout,
             state=self.state,
             websocket=WebSocketHandler(app, config.websocket_max_message, self.state),
+            stop=self.clock,
+            lingerer=self._lingerer,
         )
         self.loop = asyncio.new_event_loop()
         self._connections: set[HttpConnection] = set()
@@ -79,13 +93,26 @@ class AsgiServer:
         self._not_accepting.wait()
 
     def shutdown(self, drain_timeout: float | None = None) -> None:
-        """Stop accepting; safe to call from any thread, more than once. The
-        drain's bound is ``drain()``'s."""
+        """Stop accepting; open connections get ``drain_timeout`` (default: the
+        config's) to end. Safe to call from any thread, more than once."""
+        self.clock.stop(
+            self.config.drain_timeout if drain_timeout is None else drain_timeout
+        )
         with contextlib.suppress(RuntimeError):  # the loop has ended already
             self.loop.call_soon_threadsafe(self._stopping.set)
 
     def drain(self, timeout: float) -> bool:
-        """Let busy connections finish for up to ``timeout``; True if all did."""
+        """Wait up to ``timeout`` for the open connections to end (see the
+        class docstring), then break off the rest; let lingering closes end.
+
+        Returns True when every connection finished in time.
+        """
+        try:
+            return self._drain_loop(timeout)
+        finally:
+            self._lingerer.finish(LINGER_AT_EXIT)
+
+    def _drain_loop(self, timeout: float) -> bool:
         if not self._thread.is_alive():
             return True
         try:
@@ -138,6 +165,8 @@ class AsgiServer:
                     loop.remove_reader(self.sock)
                 self.sock.close()  # the supervisor's copy keeps the backlog
                 self._not_accepting.set()
+            for connection in list(self._connections):
+                connection.stop()
             await self._drained.wait()
         finally:
             await lifespan.shutdown()
@@ -201,8 +230,6 @@ class AsgiServer:
     ) -> None:
         connection = HttpConnection(reader, writer, self.settings)
         self._connections.add(connection)
-        if self._stopping.is_set():
-            connection.close_if_idle()
         try:
             await connection.serve()
         except Exception:  # noqa: BLE001 - a bug: this connection ends, others go on
@@ -213,9 +240,10 @@ class AsgiServer:
             self._connections.discard(connection)
 
     async def _drain(self, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        for connection in list(self._connections):
-            connection.close_if_idle()
+        # Idle connections end by themselves at the stop's deadline
+        # (``HttpConnection.stop``), gracefully; busy ones are broken off a
+        # moment later.
+        deadline = time.monotonic() + timeout + ABORT_AFTER
         while self._tasks:
             remaining = deadline - time.monotonic()
             if remaining <= 0:

@@ -37,6 +37,10 @@ class ConnectionIO(Protocol):
     async def read_body(self) -> bytes:
         """Bytes of the body; b"" when the client closed or stalled."""
 
+    def keeps_alive(self) -> bool:
+        """Whether the connection may carry another request (not once the
+        server stops)."""
+
 
 #: How long an application may go on streaming to a client that left without
 #: reading ``http.disconnect`` before it is cancelled (Django < 5 never reads it).
@@ -308,7 +312,7 @@ class HttpCycle:
             # The whole body in one message: its length is known.
             self._length = len(body)
             lines += b"Content-Length: %d\r\n" % self._length
-        if app_close:
+        if app_close or not self.connection.keeps_alive():
             self.keep_alive = False
         framing, self._chunked, self.keep_alive = frame(
             sized=self._no_body or self._length is not None,

@@ -1,4 +1,11 @@
-"""One client connection under asyncio: read heads, run a cycle each, keep alive."""
+"""One client connection under asyncio: read heads, run a cycle each, keep alive.
+
+Over 350 lines: this is the asyncio driver's counterpart of connection.py
+around the same sans-I/O core (core.py, request.py, body.py): every read and
+write of a connection, with its timeouts, the drain's deadline and the
+lingering close, in the order a request goes through them; the response
+itself is asgi_cycle.py's.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +14,7 @@ import dataclasses
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
-from typing import IO, Any
+from typing import IO, Any, cast
 
 import h11
 
@@ -28,13 +35,12 @@ from runserver_plus.server.core import (
     take_head,
 )
 from runserver_plus.server.errors import ClientGone, ProtocolError
+from runserver_plus.server.linger import Lingerer
 from runserver_plus.server.request import RequestHead, h11_reason, parse_head
+from runserver_plus.server.state import StopClock
 
 #: Unread request body we still read to keep a keep-alive connection in sync.
 MAX_DRAIN = 1024 * 1024  # bytes
-#: How long a connection accepted just before a stop may take to send its
-#: first request: the client did nothing wrong, so it still gets an answer.
-FRESH_GRACE = 0.5  # s
 #: Above this many bytes waiting to be sent, a write waits for the client.
 WRITE_HIGH_WATER = 256 * 1024  # bytes
 
@@ -53,6 +59,10 @@ class HttpSettings:
     state: dict[str, Any]
     #: Serves WebSocket upgrades; None answers them as plain HTTP requests.
     websocket: UpgradeHandler | None = None
+    #: The server's stop: until when open connections may wait for a request.
+    stop: StopClock = dataclasses.field(default_factory=StopClock)
+    #: Closes connections without resetting what is in flight.
+    lingerer: Lingerer = dataclasses.field(default_factory=Lingerer)
 
 
 def is_websocket_upgrade(request: RequestHead) -> bool:
@@ -64,7 +74,14 @@ def is_websocket_upgrade(request: RequestHead) -> bool:
 
 
 class HttpConnection:
-    """Serve one accepted connection's requests until it closes or the server stops."""
+    """Serve one accepted connection's requests until it closes or the server stops.
+
+    The drain is the threaded driver's (server.py's ``Server``): once the
+    server stops, every response says ``Connection: close``; a connection
+    waiting for its next request waits until the drain's deadline, not
+    longer, and one that sends a request meanwhile gets it answered; every
+    close is a lingering one (``Lingerer``).
+    """
 
     def __init__(
         self,
@@ -74,42 +91,45 @@ class HttpConnection:
     ) -> None:
         self.reader = reader
         self.writer = writer
-        self.transport = writer.transport
+        # Read and write: the transport of a stream connection is both.
+        self.transport = cast("asyncio.Transport", writer.transport)
         self.settings = settings
         self.sock = writer.get_extra_info("socket")
         self.server = address(writer.get_extra_info("sockname"))
         self.client = address(writer.get_extra_info("peername"))
         self.buffer = bytearray()
         self.idle = True  # waiting for a request, nothing of it buffered
-        self.closing = False
         self.served = 0
+        self._aborted = False
         self._timed_out = False
+        #: Ends the read in progress (``read()``'s timeout).
+        self._timer: asyncio.TimerHandle | None = None
         #: Called when the server stops, for a connection that upgraded.
         self.on_stop: Callable[[], None] | None = None
 
     # --- life cycle, seen from the server -----------------------------------------
 
-    def close_if_idle(self) -> None:
-        """Ask the connection to stop; close it at once if it waits between
-        requests. One that has not sent its first request yet gets a moment."""
-        self.closing = True
+    def stop(self) -> None:
+        """The server stops (its ``StopClock`` says until when): an upgraded
+        connection is told; one waiting for a request waits until the drain's
+        deadline at most."""
         if self.on_stop is not None:
             self.on_stop()
-        elif self.idle:
-            if self.served:
-                self.transport.close()
-            else:
-                loop = asyncio.get_running_loop()
-                loop.call_later(FRESH_GRACE, self._close_if_still_idle)
-
-    def _close_if_still_idle(self) -> None:
-        if self.idle:
-            self.transport.close()
+        elif self.idle and self._timer is not None:
+            self._timer.cancel()
+            loop = asyncio.get_running_loop()
+            self._timer = loop.call_later(max(0.0, self._idle_wait()), self._time_out)
 
     def abort(self) -> None:
         """Break off whatever the connection does (the drain bound is over)."""
-        self.closing = True
+        self._aborted = True
         self.transport.abort()
+
+    def keeps_alive(self) -> bool:
+        """Whether the connection may carry another request: not once the
+        server stops. Asked again when a response head is built, so a
+        response that began before a stop still says ``Connection: close``."""
+        return not (self._aborted or self.settings.stop.stopping)
 
     async def serve(self) -> None:
         try:
@@ -125,23 +145,49 @@ class HttpConnection:
             if isinstance(error, (BrokenPipeError, ConnectionResetError)):
                 log.log_broken_pipe(self.client)
         finally:
-            self.transport.close()
+            await self._close()
+
+    async def _close(self) -> None:
+        """Close gracefully: what was written goes out, then the socket is
+        closed by the ``Lingerer``, which sends a FIN and reads away what the
+        client still sends (a plain close would reset the connection and
+        could destroy the last response before the client read it)."""
+        transport = self.transport
+        if transport.is_closing():
+            return  # aborted, or reset by the client
+        transport.pause_reading()
+        try:
+            transport.set_write_buffer_limits(high=0)  # drain() waits for all
+            await asyncio.wait_for(self.writer.drain(), self.settings.read_timeout)
+            sock = self.sock.dup()
+        except (OSError, asyncio.TimeoutError):
+            transport.abort()
+            return
+        # The transport lets its descriptor go; the duplicate holds the
+        # connection open until the lingering close ends it.
+        transport.abort()
+        self.settings.lingerer.close(sock)
 
     # --- I/O ----------------------------------------------------------------------
 
     async def read(self, timeout: float) -> bytes:
         """The next bytes from the client; b"" when it closed or ``timeout`` passed
         (then ``timed_out`` is set). A timer, not ``wait_for``: no task per read."""
-        timer = asyncio.get_running_loop().call_later(timeout, self._time_out)
+        self._timer = asyncio.get_running_loop().call_later(timeout, self._time_out)
         try:
             return await self.reader.read(READ_SIZE)
         except OSError:
             return b""  # reset by the client
         finally:
-            timer.cancel()
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
 
     def _time_out(self) -> None:
         self._timed_out = True
+        # What arrives from now on stays in the socket for the lingering
+        # close to discard: a reader at its end must not be fed.
+        self.transport.pause_reading()
         self.reader.feed_eof()
 
     async def read_body(self) -> bytes:
@@ -168,11 +214,13 @@ class HttpConnection:
             head = take_head(self.buffer)
             if head is not None:
                 return head
-            if self.closing and self.served and not self.buffer:
-                return None
+            if self.buffer:
+                timeout = self.settings.read_timeout
+            else:
+                timeout = self._idle_wait()
+                if timeout <= 0:
+                    return None  # the drain is over: close
             self.idle = not self.buffer
-            settings = self.settings
-            timeout = settings.read_timeout if self.buffer else settings.idle_timeout
             try:
                 data = await self.read(timeout)
             finally:
@@ -241,7 +289,14 @@ class HttpConnection:
             return False
         if not scope.get(QUIET):
             duration = time.perf_counter() - started
-            log.log_request(request_line, cycle.status, cycle.sent, duration, self.sock)
+            log.log_request(
+                request_line,
+                cycle.status,
+                cycle.sent,
+                duration,
+                self.sock,
+                note=scope.get(log.ACCESS_NOTE),
+            )
         self.served += 1
         if not cycle.keep_alive:
             return False
@@ -296,7 +351,11 @@ class HttpConnection:
 
     def _may_keep_alive(self, request: RequestHead) -> bool:
         """Persistent unless the client or a stop says no."""
-        return not self.closing and keep_alive_asked(request)
+        return self.keeps_alive() and keep_alive_asked(request)
+
+    def _idle_wait(self) -> float:
+        """How long to wait for the next request (``StopClock.idle_wait``)."""
+        return self.settings.stop.idle_wait(self.settings.idle_timeout)
 
     async def _send_error(
         self, error: ProtocolError, request_line: str, started: float

@@ -257,14 +257,8 @@ class Connection:
                 return None
 
     def _idle_wait(self) -> float:
-        """How long to wait for the next request: the idle timeout, and once
-        the server stops, no longer than the drain. A request that arrives
-        meanwhile is answered (with ``Connection: close``): closing the
-        connection under a request on its way would reset it unanswered."""
-        deadline = self.settings.stop.deadline
-        if deadline is None:
-            return self.settings.idle_timeout
-        return min(self.settings.idle_timeout, deadline - time.monotonic())
+        """How long to wait for the next request (``StopClock.idle_wait``)."""
+        return self.settings.stop.idle_wait(self.settings.idle_timeout)
 
     # --- one request --------------------------------------------------------
 

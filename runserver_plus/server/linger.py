@@ -14,6 +14,9 @@ from typing import cast
 #: Apache's lingering close does (``SECONDS_TO_LINGER``): long enough for a
 #: client to read the last response and close its side.
 LINGER_TIMEOUT = 2.0  # s
+#: How long closes still lingering when a drain ends may go on; then they are
+#: cut short (``Lingerer.finish``).
+LINGER_AT_EXIT = 0.5  # s
 #: Largest read while discarding, and how many a socket gets per wake-up.
 _DISCARD_SIZE = 65536  # bytes
 _DISCARD_READS = 16

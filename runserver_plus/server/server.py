@@ -15,19 +15,12 @@ from typing import cast
 from runserver_plus.config import ServerConfig
 from runserver_plus.server.accept import AcceptGate
 from runserver_plus.server.connection import Connection, ConnectionSettings
-from runserver_plus.server.linger import Lingerer
+from runserver_plus.server.linger import LINGER_AT_EXIT, Lingerer
 from runserver_plus.server.loop import EventLoop
 from runserver_plus.server.sockets import bound_port
-from runserver_plus.server.state import ServerState
+from runserver_plus.server.state import ABORT_AFTER, ServerState
 from runserver_plus.server.wsgi import WSGIApp, base_environ
 from runserver_plus.tls.context import server_context
-
-#: How long after the drain's deadline busy connections are broken off: the
-#: idle ones end by themselves at the deadline, gracefully, and get a moment.
-ABORT_AFTER = 0.1  # s
-#: How long closes still lingering when the drain ends may go on (see
-#: ``Lingerer``); then they are cut short.
-LINGER_AT_EXIT = 0.5  # s
 
 
 def server_name(addr: str) -> str:

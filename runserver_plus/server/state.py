@@ -10,6 +10,10 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
+#: How long after the drain's deadline busy connections are broken off: the
+#: idle ones end by themselves at the deadline, gracefully, and get a moment.
+ABORT_AFTER = 0.1  # s
+
 
 class StopClock:
     """When the server stopped, shared by its connections: from then on each
@@ -33,6 +37,17 @@ class StopClock:
     @property
     def stopping(self) -> bool:
         return self.deadline is not None
+
+    def idle_wait(self, idle_timeout: float) -> float:
+        """How long a connection waits for its next request: ``idle_timeout``,
+        and once the server stops, no longer than the drain (zero or less:
+        close now). A request that arrives meanwhile is answered (with
+        ``Connection: close``): closing the connection under a request on its
+        way would lose it. Both drivers wait this way."""
+        deadline = self.deadline
+        if deadline is None:
+            return idle_timeout
+        return min(idle_timeout, deadline - time.monotonic())
 
 
 class Tracked(Protocol):

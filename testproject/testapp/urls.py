@@ -13,6 +13,7 @@ urlpatterns = [
     path("slow/", views.slow, name="slow"),
     path("gate/<slug:name>/", views.gate, name="gate"),
     path("stream/", views.stream, name="stream"),
+    path("sync/events/", views.sync_events, name="sync-events"),
     path("boom/", views.boom, name="boom"),
     path("large/", views.large, name="large"),
     path("page/", views.page, name="page"),

@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+from django.conf import settings
 from django.db import connections
 from django.http import (
     Http404,
@@ -35,6 +36,8 @@ MAX_CHUNKS = 1000
 DEFAULT_LARGE_SIZE = 1024 * 1024  # bytes
 MAX_LARGE_SIZE = 64 * 1024 * 1024  # bytes
 MAX_QUERIES = 1000
+#: Where the sync event stream notes that its generator was closed early.
+SYNC_CLOSED_LOG = "sync-events-closed.log"
 
 #: The CGI/WSGI environ keys /echo/ reports verbatim under "meta".
 ECHO_META_KEYS = (
@@ -140,6 +143,38 @@ def stream(request: HttpRequest) -> StreamingHttpResponse:
             yield f"chunk {i}\n".encode()
 
     return StreamingHttpResponse(lines(), content_type="text/plain")
+
+
+def sync_events(request: HttpRequest) -> StreamingHttpResponse:
+    """Server-sent events from a sync generator: one at once, then ``?count=``
+    more every ``?every=`` seconds. When the stream ends early (the client
+    left), a line with the stream's id goes to
+    ``MEDIA_ROOT/sync-events-closed.log``."""
+    count = min(max(_int_param(request, "count", 10), 0), MAX_CHUNKS)
+    try:
+        every = min(max(float(request.GET.get("every", 1.0)), 0.0), MAX_SLEEP)
+    except ValueError:
+        every = 1.0
+    stream_id = request.GET.get("id", "")
+
+    def stream() -> Iterator[bytes]:
+        finished = False
+        pause = threading.Event()  # never set: the pace between events
+        try:
+            for number in range(count + 1):
+                yield f"id: {number}\nevent: tick\ndata: {time.time()}\n\n".encode()
+                if number < count:
+                    pause.wait(every)
+            finished = True
+        finally:
+            if not finished and stream_id:
+                settings.MEDIA_ROOT.mkdir(parents=True, exist_ok=True)
+                with open(settings.MEDIA_ROOT / SYNC_CLOSED_LOG, "a") as log:
+                    log.write(f"{stream_id} {time.time()}\n")
+
+    response = StreamingHttpResponse(stream(), content_type="text/event-stream")
+    response["Cache-Control"] = "no-cache"
+    return response
 
 
 def boom(request: HttpRequest) -> HttpResponseBase:

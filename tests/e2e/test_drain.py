@@ -1,12 +1,17 @@
-"""End to end: keep-alive connections open at a stop get every answer, and a FIN."""
+"""End to end: keep-alive connections open at a stop get every answer, and a FIN.
+
+Every test runs in both modes: the asyncio driver drains as the threaded one.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import signal
 import socket
+import threading
 import time
 from pathlib import Path
 
@@ -149,6 +154,7 @@ def wait_in_gate(gate_dir: Path, name: str) -> None:
 # At a restart.
 
 
+@pytest.mark.usefixtures("server_mode")
 def test_a_request_on_a_kept_alive_connection_at_a_restart_is_answered(
     start_server: StartServer, project_dir: Path
 ) -> None:
@@ -166,6 +172,7 @@ def test_a_request_on_a_kept_alive_connection_at_a_restart_is_answered(
         assert how_it_ends(client, EXIT_TIMEOUT) == "FIN"
 
 
+@pytest.mark.usefixtures("server_mode")
 def test_a_post_with_a_body_on_a_kept_alive_connection_at_a_restart_is_answered(
     start_server: StartServer, project_dir: Path
 ) -> None:
@@ -185,6 +192,7 @@ def test_a_post_with_a_body_on_a_kept_alive_connection_at_a_restart_is_answered(
         assert how_it_ends(client, EXIT_TIMEOUT) == "FIN"
 
 
+@pytest.mark.usefixtures("server_mode")
 def test_unread_pipelined_requests_at_a_restart_get_a_fin_not_a_reset(
     start_server: StartServer, project_dir: Path, tmp_path: Path
 ) -> None:
@@ -211,6 +219,7 @@ def test_unread_pipelined_requests_at_a_restart_get_a_fin_not_a_reset(
         assert how_it_ends(client, EXIT_TIMEOUT) == "FIN"
 
 
+@pytest.mark.usefixtures("server_mode")
 def test_an_idle_connection_is_kept_for_the_drain_bound_then_closed(
     start_server: StartServer, project_dir: Path
 ) -> None:
@@ -228,9 +237,93 @@ def test_an_idle_connection_is_kept_for_the_drain_bound_then_closed(
         assert time.monotonic() - stopped < SHORT_DRAIN + CLOSE_SLACK
 
 
+class KeepAliveClient(threading.Thread):
+    """GETs ``path`` over two kept-alive connections in turn until stopped
+    (bounded in requests and time), so one of them is always idle: a restart
+    finds idle connections that are about to carry a request. A connection is
+    replaced only after a response that says ``Connection: close``; a request
+    that gets no answer is recorded in ``lost``. Never raises."""
+
+    MAX_REQUESTS = 20000
+    MAX_TIME = 60.0  # s
+
+    def __init__(self, server: RunningServer, path: str) -> None:
+        super().__init__(name="keep-alive-client", daemon=True)
+        self.server = server
+        self.path = path
+        self.stop = threading.Event()
+        self.bodies: list[bytes] = []
+        self.lost: list[str] = []
+        self.reconnects = 0
+
+    def run(self) -> None:
+        deadline = time.monotonic() + self.MAX_TIME
+        clients: list[RawClient | None] = [None, None]
+        try:
+            for turn in range(self.MAX_REQUESTS):
+                if self.stop.is_set() or time.monotonic() > deadline:
+                    return
+                slot = turn % 2
+                client = clients[slot]
+                try:
+                    if client is None:
+                        client = clients[slot] = connect(self.server)
+                    response = ask(client, self.server, "GET", self.path)
+                except OSError as error:  # ConnectionError included
+                    self.lost.append(repr(error))
+                    response = None
+                if response is not None:
+                    self.bodies.append(response.body)
+                if response is None or response.header("Connection") == "close":
+                    if client is not None:
+                        client.close()
+                    clients[slot] = None
+                    self.reconnects += 1
+        finally:
+            for client in clients:
+                if client is not None:
+                    client.close()
+
+
+@pytest.mark.usefixtures("server_mode")
+def test_keep_alive_clients_lose_no_request_across_reloads(
+    start_server: StartServer, project_dir: Path
+) -> None:
+    server = start_server(ADDRPORT)
+    views = project_dir / "testapp" / "views.py"
+    versions = [HELLO] + [f"Hello, version {n}!\n".encode() for n in range(1, 4)]
+    clients = [KeepAliveClient(server, "/hello/") for _ in range(3)]
+    for client in clients:
+        client.start()
+    try:
+        for old, new in itertools.pairwise(versions):
+            wait_until(
+                lambda body=old: all(c.bodies[-4:] == [body] * 4 for c in clients),
+                RELOAD_TIMEOUT,
+                f"the clients did not get {old!r}",
+            )
+            text = views.read_text()
+            views.write_text(text.replace(old.decode().strip(), new.decode().strip()))
+        wait_until(
+            lambda: all(c.bodies[-4:] == [versions[-1]] * 4 for c in clients),
+            RELOAD_TIMEOUT,
+            "the clients did not get the last version",
+        )
+    finally:
+        for client in clients:
+            client.stop.set()
+        for client in clients:
+            client.join(KeepAliveClient.MAX_TIME)
+    assert not any(client.is_alive() for client in clients)
+    assert [client.lost for client in clients] == [[], [], []]
+    # Each restart closed the kept-alive connections (after an answer).
+    assert all(client.reconnects >= len(versions) - 1 for client in clients)
+
+
 # At a stop.
 
 
+@pytest.mark.usefixtures("server_mode")
 def test_noreload_sigterm_answers_a_request_on_a_kept_alive_connection(
     start_server: StartServer,
 ) -> None:

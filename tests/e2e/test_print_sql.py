@@ -19,6 +19,7 @@ LOOKUP = (
 )
 
 
+@pytest.mark.usefixtures("server_mode")
 def test_the_request_line_counts_queries_and_warns_of_n_plus_1(
     start_server: StartServer,
 ) -> None:
@@ -52,6 +53,7 @@ def test_verbosity_2_prints_each_query_with_nothreading(
         )
 
 
+@pytest.mark.usefixtures("server_mode")
 def test_the_alias_is_shown_with_two_databases(
     start_server: StartServer, project_dir: Path
 ) -> None:

@@ -460,6 +460,7 @@ def start_drain(live, timeout: float) -> tuple[threading.Thread, queue.Queue[boo
     return thread, result
 
 
+@pytest.mark.usefixtures("server_mode")  # both drivers drain alike
 def test_drain_lets_an_in_flight_request_finish() -> None:
     gate = Gate()
     with (
@@ -492,6 +493,7 @@ def test_drain_lets_an_in_flight_request_finish() -> None:
             drainer.join(10)
 
 
+@pytest.mark.usefixtures("server_mode")  # both drivers drain alike
 def test_drain_keeps_idle_connections_until_its_deadline() -> None:
     with (
         serve_app(gated_app(Gate()), idle_timeout=60, drain_timeout=1.0) as live,
@@ -551,6 +553,7 @@ def test_nothreading_drain_answers_a_connection_that_speaks_after_the_stop() -> 
         assert not live.thread.is_alive(), "the serial loop did not end"
 
 
+@pytest.mark.usefixtures("server_mode")  # both drivers drain alike
 def test_a_request_half_sent_at_the_stop_is_still_answered() -> None:
     with (
         serve_app(gated_app(Gate()), idle_timeout=60) as live,
@@ -574,6 +577,7 @@ def test_a_request_half_sent_at_the_stop_is_still_answered() -> None:
             drainer.join(10)
 
 
+@pytest.mark.usefixtures("server_mode")  # both drivers drain alike
 def test_drain_gives_up_on_a_request_that_never_finishes() -> None:
     gate = Gate()
     with (
@@ -593,6 +597,7 @@ def test_drain_gives_up_on_a_request_that_never_finishes() -> None:
         assert live.server.drain(10) is True  # the late request ended after all
 
 
+@pytest.mark.usefixtures("server_mode")  # both drivers drain alike
 def test_shutdown_from_another_thread_while_idle() -> None:
     with serve_app(gated_app(Gate())) as live:
         stopper = threading.Thread(target=live.server.shutdown)

@@ -143,6 +143,7 @@ HUGE_HEAD = b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"v" * 300_000 + b"\r\n\r\
     [(BAD_HEADER, 400), (HUGE_HEAD, 431)],
     ids=["400", "431"],
 )
+@pytest.mark.usefixtures("server_mode")  # both drivers close so
 def test_an_error_response_with_unread_input_ends_with_a_fin(
     threading: bool, request_head: bytes, status: int
 ) -> None:
@@ -158,6 +159,7 @@ def test_an_error_response_with_unread_input_ends_with_a_fin(
         assert how_it_ends(c.sock) == "FIN"
 
 
+@pytest.mark.usefixtures("server_mode")  # both drivers close so
 def test_a_response_that_closes_the_connection_survives_pipelined_requests() -> None:
     with serve_app(hello_app) as live, live.connect() as client:
         close = b"GET /a HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"

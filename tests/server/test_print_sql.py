@@ -9,6 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 from django.contrib.contenttypes.models import ContentType
+from django.core.handlers.asgi import ASGIHandler
 from django.core.handlers.wsgi import WSGIHandler
 from django.core.management.color import color_style
 from django.db import connection, connections
@@ -16,6 +17,7 @@ from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.urls import path
 from django.utils.log import DEFAULT_LOGGING, ServerFormatter
 
+from runserver_plus.asgi_handler import stream_sync_iterators
 from runserver_plus.config import ServerConfig
 from runserver_plus.queries import (
     MAX_QUERY_LINES,
@@ -26,8 +28,10 @@ from runserver_plus.queries import (
     shorten,
     statement_shape,
 )
+from runserver_plus.queries_asgi import QueryLogAsgi
 from runserver_plus.server import log as server_log
 from tests.live import LiveServer, LogRecorder, serve_app
+from tests.live_asgi import LiveAsgiServer, serve_asgi
 
 DURATION = r"\d+(?:\.\d)?(?:ms|s)"
 
@@ -137,6 +141,13 @@ def lookups(request: HttpRequest) -> HttpResponse:
     return HttpResponse(f"{len(connection.execute_wrappers)} wrapper(s)")
 
 
+async def async_lookups(request: HttpRequest) -> HttpResponse:
+    count = int(request.GET.get("n", "3"))
+    for pk in range(1, count + 1):
+        await ContentType.objects.filter(pk=pk).aexists()
+    return HttpResponse("done")
+
+
 def streamed(request: HttpRequest) -> StreamingHttpResponse:
     def chunks() -> Iterator[bytes]:
         for pk in range(1, 3):
@@ -169,13 +180,14 @@ def both_databases(request: HttpRequest) -> HttpResponse:
 
 urlpatterns = [
     path("lookups/", lookups),
+    path("async/lookups/", async_lookups),
     path("streamed/", streamed),
     path("elsewhere/", elsewhere),
     path("both/", both_databases),
 ]
 
 
-def get(live: LiveServer, target: str) -> None:
+def get(live: LiveServer | LiveAsgiServer, target: str) -> None:
     with live.connect() as client:
         response = client.request("GET", target)
         assert response.status == 200, response.body
@@ -325,3 +337,80 @@ def test_the_alias_is_shown_with_more_than_one_database(log: LogRecorder) -> Non
     assert re.fullmatch(
         rf"  \[{DURATION} other\] SELECT %s  params: \['other'\]", second
     )
+
+
+# --- ASGI mode: sync views in Django's threads, async views on the loop ----------
+
+
+def served_asgi(**config: object) -> QueryLogAsgi:
+    stream_sync_iterators()  # as the serving worker does in ASGI mode
+    return QueryLogAsgi(
+        ASGIHandler(),
+        ServerConfig(addr="127.0.0.1", port=0, asgi=True, **config),  # type: ignore[arg-type]
+    )
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("view", ["lookups", "async/lookups"])
+def test_asgi_the_access_line_counts_the_requests_queries(
+    log: LogRecorder, view: str
+) -> None:
+    app = served_asgi(print_sql=True)
+    with serve_asgi(app) as live:
+        get(live, f"/{view}/?n=3")
+        get(live, f"/{view}/?n=0")
+    (line,) = logged(log, f"/{view}/?n=3")
+    (zero,) = logged(log, f"/{view}/?n=0")
+    target = re.escape(f"/{view}/")
+    assert re.fullmatch(
+        rf'"GET {target}\?n=3 HTTP/1\.1" 200 \d+ {DURATION} 3q {DURATION}', line
+    )
+    assert re.fullmatch(
+        rf'"GET {target}\?n=0 HTTP/1\.1" 200 \d+ {DURATION} 0q {DURATION}', zero
+    )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_asgi_requests_at_the_same_time_count_their_own_queries(
+    log: LogRecorder,
+) -> None:
+    app = served_asgi(print_sql=True)
+    targets = [f"/lookups/?n={n}" for n in (1, 4, 7)] + [
+        f"/async/lookups/?n={n}" for n in (2, 5)
+    ]
+    with serve_asgi(app) as live:
+        clients = [
+            threading.Thread(target=get, args=(live, target)) for target in targets
+        ]
+        for client in clients:
+            client.start()
+        for client in clients:
+            client.join(10.0)
+        assert not any(client.is_alive() for client in clients)
+    for target in targets:
+        (line,) = logged(log, target)
+        assert f" {target.split('=')[1]}q " in line, line
+
+
+@pytest.mark.django_db(transaction=True)
+def test_asgi_verbosity_2_prints_each_query_and_warns(log: LogRecorder) -> None:
+    app = served_asgi(print_sql=True, print_sql_queries=True, sql_repeat_threshold=3)
+    with serve_asgi(app) as live:
+        get(live, "/async/lookups/?n=3")
+    line, *queries, warning = logged(log, "/async/lookups/?n=3")
+    assert " 3q " in line
+    assert len(queries) == 3
+    assert all(q.startswith("  [") and "django_content_type" in q for q in queries)
+    assert warning.startswith("  N+1? One statement ran 3 times: SELECT ")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_asgi_queries_of_a_sync_stream_and_of_other_threads(log: LogRecorder) -> None:
+    app = served_asgi(print_sql=True)
+    with serve_asgi(app) as live:
+        get(live, "/streamed/")
+        get(live, "/elsewhere/")
+    (streamed_line,) = logged(log, "/streamed/")
+    (elsewhere_line,) = logged(log, "/elsewhere/")
+    assert " 2q " in streamed_line
+    assert " 0q " in elsewhere_line

@@ -256,6 +256,7 @@ class RunserverPlusMixin:
         """The ASGI application, with static files in front as ``get_handler``
         puts them in front of the WSGI one."""
         handler = asgi_mode.load_asgi_application()
+        handler = asgi_mode.with_query_log(handler, self.build_config(options))
         static_path = project.static_path(options)
         if static_path is None:
             return handler
