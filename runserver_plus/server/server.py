@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import math
 import selectors
 import socket
@@ -19,7 +18,7 @@ from runserver_plus.server.linger import Lingerer
 from runserver_plus.server.loop import EventLoop
 from runserver_plus.server.sockets import bound_port
 from runserver_plus.server.state import ServerState
-from runserver_plus.server.wsgi import WSGIApp, base_environ
+from runserver_plus.server.wsgi import WSGIApp, base_environ, server_name
 from runserver_plus.tls.context import server_context
 
 #: How long after the drain's deadline busy connections are broken off: the
@@ -28,16 +27,6 @@ ABORT_AFTER = 0.1  # s
 #: How long closes still lingering when the drain ends may go on (see
 #: ``Lingerer``); then they are cut short.
 LINGER_AT_EXIT = 0.5  # s
-
-
-def server_name(addr: str) -> str:
-    """``SERVER_NAME`` without Django's reverse DNS lookup, which can take seconds."""
-    try:
-        if ipaddress.ip_address(addr).is_loopback:
-            return "localhost"
-    except ValueError:
-        pass  # a host name: use it as given
-    return addr or "localhost"
 
 
 class Server:
