@@ -14,12 +14,14 @@ import traceback
 from typing import Any
 
 from runserver_plus.config import ServerConfig
-from runserver_plus.server import log
+from runserver_plus.server import asgi_tls, log
 from runserver_plus.server.asgi_http import HttpConnection, HttpSettings
 from runserver_plus.server.asgi_scope import ASGIApp
 from runserver_plus.server.lifespan import Lifespan
 from runserver_plus.server.sockets import bound_port
 from runserver_plus.server.websocket import WebSocketHandler
+from runserver_plus.server.wsgi import server_name
+from runserver_plus.tls.context import server_context
 
 #: How long the loop may take to end once drained (lifespan shutdown included).
 LOOP_END_TIMEOUT = 2.0  # s
@@ -50,12 +52,19 @@ class AsgiServer:
         self.config = config
         self.port = bound_port(sock)
         self.state: dict[str, Any] = {}
+        #: Made here, in the process that serves, from the files the command chose.
+        self._tls = (
+            server_context(config.tls_cert, config.tls_key) if config.https else None
+        )
         self.settings = HttpSettings(
             app=app,
             idle_timeout=config.idle_timeout,
             read_timeout=config.read_timeout,
             state=self.state,
             websocket=WebSocketHandler(app, config.websocket_max_message, self.state),
+            https_authority=(
+                f"{server_name(config.addr)}:{self.port}" if config.https else None
+            ),
         )
         self.loop = asyncio.new_event_loop()
         self._connections: set[HttpConnection] = set()
@@ -187,9 +196,18 @@ class AsgiServer:
     async def _serve_socket(self, client: socket.socket) -> None:
         try:
             client.setblocking(False)
-            reader, writer = await asyncio.open_connection(sock=client)
+            if self._tls is None:
+                reader, writer = await asyncio.open_connection(sock=client)
+            else:
+                streams = await asgi_tls.open_streams(
+                    client, self._tls, self.config.read_timeout
+                )
+                if streams is None:
+                    client.close()  # nothing came before the read timeout
+                    return
+                reader, writer = streams
         except OSError:
-            client.close()  # reset before it could be set up
+            client.close()  # reset before it could be set up, or its TLS failed
             return
         except asyncio.CancelledError:
             client.close()

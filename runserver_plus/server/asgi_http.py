@@ -19,6 +19,7 @@ from runserver_plus.server.asgi_scope import (
     address,
     http_scope,
 )
+from runserver_plus.server.asgi_tls import close_tls
 from runserver_plus.server.body import READ_SIZE, SPOOL_IN_MEMORY, ChunkSizeLines
 from runserver_plus.server.core import (
     error_response,
@@ -29,6 +30,7 @@ from runserver_plus.server.core import (
 )
 from runserver_plus.server.errors import ClientGone, ProtocolError
 from runserver_plus.server.request import RequestHead, h11_reason, parse_head
+from runserver_plus.server.tls import redirect_to_https
 
 #: Unread request body we still read to keep a keep-alive connection in sync.
 MAX_DRAIN = 1024 * 1024  # bytes
@@ -53,6 +55,9 @@ class HttpSettings:
     state: dict[str, Any]
     #: Serves WebSocket upgrades; None answers them as plain HTTP requests.
     websocket: UpgradeHandler | None = None
+    #: On the HTTPS port, where a plain-HTTP request is redirected when it has
+    #: no Host (``host:port``); None on a plain-HTTP port.
+    https_authority: str | None = None
 
 
 def is_websocket_upgrade(request: RequestHead) -> bool:
@@ -79,6 +84,8 @@ class HttpConnection:
         self.sock = writer.get_extra_info("socket")
         self.server = address(writer.get_extra_info("sockname"))
         self.client = address(writer.get_extra_info("peername"))
+        #: Whether the connection is TLS (asyncio's SSL transport under the streams).
+        self.secure = writer.get_extra_info("ssl_object") is not None
         self.buffer = bytearray()
         self.idle = True  # waiting for a request, nothing of it buffered
         self.closing = False
@@ -97,14 +104,21 @@ class HttpConnection:
             self.on_stop()
         elif self.idle:
             if self.served:
-                self.transport.close()
+                self._hang_up()
             else:
                 loop = asyncio.get_running_loop()
                 loop.call_later(FRESH_GRACE, self._close_if_still_idle)
 
     def _close_if_still_idle(self) -> None:
         if self.idle:
+            self._hang_up()
+
+    def _hang_up(self) -> None:
+        # The read that waits ends now: over TLS, the stream would see its end
+        # only once the client answered close_notify (see close_tls).
+        if not self.transport.is_closing():
             self.transport.close()
+        self.reader.feed_eof()
 
     def abort(self) -> None:
         """Break off whatever the connection does (the drain bound is over)."""
@@ -125,7 +139,10 @@ class HttpConnection:
             if isinstance(error, (BrokenPipeError, ConnectionResetError)):
                 log.log_broken_pipe(self.client)
         finally:
-            self.transport.close()
+            if self.secure:
+                await close_tls(self.writer)
+            else:
+                self.transport.close()
 
     # --- I/O ----------------------------------------------------------------------
 
@@ -198,6 +215,12 @@ class HttpConnection:
         except ProtocolError as error:
             await self._send_error(error, request_line, started)
             return False
+        authority = self.settings.https_authority
+        if authority is not None and not self.secure:
+            await self._send_redirect(
+                redirect_to_https(request, authority), request_line, started
+            )
+            return False
         if self.settings.websocket is not None and is_websocket_upgrade(request):
             await self.settings.websocket(self, head, request)
             return False
@@ -234,6 +257,7 @@ class HttpConnection:
             server=self.server,
             client=self.client,
             content_length=length,
+            scheme="https" if self.secure else "http",
             state=self.settings.state,
         )
         await cycle.run(self.settings.app, scope)
@@ -297,6 +321,18 @@ class HttpConnection:
     def _may_keep_alive(self, request: RequestHead) -> bool:
         """Persistent unless the client or a stop says no."""
         return not self.closing and keep_alive_asked(request)
+
+    async def _send_redirect(
+        self, response: bytes, request_line: str, started: float
+    ) -> None:
+        """Plain HTTP on the HTTPS port: the 308 to https, then close."""
+        try:
+            await self.write(response)
+        except OSError:
+            return
+        # "-" for the size, as for the other answers the server makes itself.
+        duration = time.perf_counter() - started
+        log.log_request(request_line, 308, None, duration, self.sock)
 
     async def _send_error(
         self, error: ProtocolError, request_line: str, started: float
