@@ -196,6 +196,10 @@ class AsgiServer:
     async def _serve_socket(self, client: socket.socket) -> None:
         try:
             client.setblocking(False)
+            # asyncio sets this only on sockets whose proto says TCP, and an
+            # accepted one says 0: without it, TLS's close_notify (a small
+            # write after the response) waits for a delayed ACK, 40 ms.
+            client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if self._tls is None:
                 reader, writer = await asyncio.open_connection(sock=client)
             else:
