@@ -14,10 +14,6 @@ from runserver_plus import banner
 from runserver_plus.config import DEFAULT_WEBSOCKET_MAX_MESSAGE, ServerConfig
 from runserver_plus.server.asgi_scope import ASGIApp
 
-HTTPS_ERROR = (
-    "--https cannot be used with ASGI mode yet: the ASGI server speaks plain "
-    "HTTP only. Use --wsgi to serve HTTPS, or leave out --https."
-)
 NOTHREADING_ERROR = (
     "--nothreading cannot be used with ASGI: the ASGI server serves every "
     "connection from one event loop, so there is no thread to turn off. Use "

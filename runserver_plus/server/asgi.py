@@ -14,7 +14,7 @@ import traceback
 from typing import Any
 
 from runserver_plus.config import ServerConfig
-from runserver_plus.server import log
+from runserver_plus.server import asgi_tls, log
 from runserver_plus.server.asgi_http import HttpConnection, HttpSettings
 from runserver_plus.server.asgi_scope import ASGIApp
 from runserver_plus.server.lifespan import Lifespan
@@ -22,6 +22,8 @@ from runserver_plus.server.linger import LINGER_AT_EXIT, Lingerer
 from runserver_plus.server.sockets import bound_port
 from runserver_plus.server.state import ABORT_AFTER, StopClock
 from runserver_plus.server.websocket import WebSocketHandler
+from runserver_plus.server.wsgi import server_name
+from runserver_plus.tls.context import server_context
 
 #: How long the loop may take to end once drained (lifespan shutdown included).
 LOOP_END_TIMEOUT = 2.0  # s
@@ -62,6 +64,10 @@ class AsgiServer:
         self.state: dict[str, Any] = {}
         self.clock = StopClock()
         self._lingerer = Lingerer()
+        #: Made here, in the process that serves, from the files the command chose.
+        self._tls = (
+            server_context(config.tls_cert, config.tls_key) if config.https else None
+        )
         self.settings = HttpSettings(
             app=app,
             idle_timeout=config.idle_timeout,
@@ -70,6 +76,9 @@ class AsgiServer:
             websocket=WebSocketHandler(app, config.websocket_max_message, self.state),
             stop=self.clock,
             lingerer=self._lingerer,
+            https_authority=(
+                f"{server_name(config.addr)}:{self.port}" if config.https else None
+            ),
         )
         self.loop = asyncio.new_event_loop()
         self._connections: set[HttpConnection] = set()
@@ -216,9 +225,22 @@ class AsgiServer:
     async def _serve_socket(self, client: socket.socket) -> None:
         try:
             client.setblocking(False)
-            reader, writer = await asyncio.open_connection(sock=client)
+            # asyncio sets this only on sockets whose proto says TCP, and an
+            # accepted one says 0: without it, TLS's close_notify (a small
+            # write after the response) waits for a delayed ACK, 40 ms.
+            client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if self._tls is None:
+                reader, writer = await asyncio.open_connection(sock=client)
+            else:
+                streams = await asgi_tls.open_streams(
+                    client, self._tls, self.config.read_timeout
+                )
+                if streams is None:
+                    client.close()  # nothing came before the read timeout
+                    return
+                reader, writer = streams
         except OSError:
-            client.close()  # reset before it could be set up
+            client.close()  # reset before it could be set up, or its TLS failed
             return
         except asyncio.CancelledError:
             client.close()

@@ -26,6 +26,7 @@ from runserver_plus.server.asgi_scope import (
     address,
     http_scope,
 )
+from runserver_plus.server.asgi_tls import close_tls
 from runserver_plus.server.body import READ_SIZE, SPOOL_IN_MEMORY, ChunkSizeLines
 from runserver_plus.server.core import (
     error_response,
@@ -38,6 +39,7 @@ from runserver_plus.server.errors import ClientGone, ProtocolError
 from runserver_plus.server.linger import Lingerer
 from runserver_plus.server.request import RequestHead, h11_reason, parse_head
 from runserver_plus.server.state import StopClock
+from runserver_plus.server.tls import redirect_to_https
 
 #: Unread request body we still read to keep a keep-alive connection in sync.
 MAX_DRAIN = 1024 * 1024  # bytes
@@ -63,6 +65,9 @@ class HttpSettings:
     stop: StopClock = dataclasses.field(default_factory=StopClock)
     #: Closes connections without resetting what is in flight.
     lingerer: Lingerer = dataclasses.field(default_factory=Lingerer)
+    #: On the HTTPS port, where a plain-HTTP request is redirected when it has
+    #: no Host (``host:port``); None on a plain-HTTP port.
+    https_authority: str | None = None
 
 
 def is_websocket_upgrade(request: RequestHead) -> bool:
@@ -97,6 +102,8 @@ class HttpConnection:
         self.sock = writer.get_extra_info("socket")
         self.server = address(writer.get_extra_info("sockname"))
         self.client = address(writer.get_extra_info("peername"))
+        #: Whether the connection is TLS (asyncio's SSL transport under the streams).
+        self.secure = writer.get_extra_info("ssl_object") is not None
         self.buffer = bytearray()
         self.idle = True  # waiting for a request, nothing of it buffered
         self.served = 0
@@ -151,10 +158,16 @@ class HttpConnection:
         """Close gracefully: what was written goes out, then the socket is
         closed by the ``Lingerer``, which sends a FIN and reads away what the
         client still sends (a plain close would reset the connection and
-        could destroy the last response before the client read it)."""
+        could destroy the last response before the client read it). TLS
+        closes with close_notify instead (``close_tls``)."""
         transport = self.transport
         if transport.is_closing():
             return  # aborted, or reset by the client
+        if self.secure:
+            # TLS ends with close_notify, which asyncio's TLS transport sends
+            # and waits for (bounded there); no lingering close under it.
+            await close_tls(self.writer)
+            return
         transport.pause_reading()
         try:
             transport.set_write_buffer_limits(high=0)  # drain() waits for all
@@ -246,6 +259,12 @@ class HttpConnection:
         except ProtocolError as error:
             await self._send_error(error, request_line, started)
             return False
+        authority = self.settings.https_authority
+        if authority is not None and not self.secure:
+            await self._send_redirect(
+                redirect_to_https(request, authority), request_line, started
+            )
+            return False
         if self.settings.websocket is not None and is_websocket_upgrade(request):
             await self.settings.websocket(self, head, request)
             return False
@@ -282,6 +301,7 @@ class HttpConnection:
             server=self.server,
             client=self.client,
             content_length=length,
+            scheme="https" if self.secure else "http",
             state=self.settings.state,
         )
         await cycle.run(self.settings.app, scope)
@@ -356,6 +376,18 @@ class HttpConnection:
     def _idle_wait(self) -> float:
         """How long to wait for the next request (``StopClock.idle_wait``)."""
         return self.settings.stop.idle_wait(self.settings.idle_timeout)
+
+    async def _send_redirect(
+        self, response: bytes, request_line: str, started: float
+    ) -> None:
+        """Plain HTTP on the HTTPS port: the 308 to https, then close."""
+        try:
+            await self.write(response)
+        except OSError:
+            return
+        # "-" for the size, as for the other answers the server makes itself.
+        duration = time.perf_counter() - started
+        log.log_request(request_line, 308, None, duration, self.sock)
 
     async def _send_error(
         self, error: ProtocolError, request_line: str, started: float

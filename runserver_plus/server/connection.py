@@ -47,8 +47,7 @@ from runserver_plus.server.state import StopClock
 from runserver_plus.server.tls import (
     HANDSHAKE_RECORD,
     TLSLayer,
-    https_location,
-    redirect_response,
+    redirect_to_https,
 )
 from runserver_plus.server.wsgi import WSGIApp, WSGIEnviron, build_environ
 
@@ -359,13 +358,10 @@ class Connection:
         self, request: RequestHead, request_line: str, started: float
     ) -> None:
         """Plain HTTP on the HTTPS port: 308 to the same URL in https."""
-        host = next((v for n, v in request.headers if n == b"host"), None)
         environ = self.settings.base_environ
-        location = https_location(
-            host, request.target, f"{environ['SERVER_NAME']}:{environ['SERVER_PORT']}"
-        )
+        default_host = f"{environ['SERVER_NAME']}:{environ['SERVER_PORT']}"
         try:
-            self._sendall(redirect_response(location, head=request.method == b"HEAD"))
+            self._sendall(redirect_to_https(request, default_host))
         except ClientGone:
             return
         # "-" for the size, as for the other answers the server makes itself.

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import math
 import selectors
 import socket
@@ -19,18 +18,8 @@ from runserver_plus.server.linger import LINGER_AT_EXIT, Lingerer
 from runserver_plus.server.loop import EventLoop
 from runserver_plus.server.sockets import bound_port
 from runserver_plus.server.state import ABORT_AFTER, ServerState
-from runserver_plus.server.wsgi import WSGIApp, base_environ
+from runserver_plus.server.wsgi import WSGIApp, base_environ, server_name
 from runserver_plus.tls.context import server_context
-
-
-def server_name(addr: str) -> str:
-    """``SERVER_NAME`` without Django's reverse DNS lookup, which can take seconds."""
-    try:
-        if ipaddress.ip_address(addr).is_loopback:
-            return "localhost"
-    except ValueError:
-        pass  # a host name: use it as given
-    return addr or "localhost"
 
 
 class Server:

@@ -6,6 +6,7 @@ import contextlib
 import http
 import ssl
 
+from runserver_plus.server.request import RequestHead
 from runserver_plus.server.wsgi import http_date
 
 #: A TLS connection starts with a handshake record (RFC 8446 §5.1); an
@@ -102,6 +103,14 @@ def redirect_response(location: str, *, head: bool) -> bytes:
         + b"\r\n\r\n"
         + (b"" if head else body)
     )
+
+
+def redirect_to_https(request: RequestHead, default_host: str) -> bytes:
+    """The answer to a plain-HTTP request on the HTTPS port: a ``308`` to the
+    same URL in https (on ``default_host`` when the request has no Host)."""
+    host = next((v for n, v in request.headers if n == b"host"), None)
+    location = https_location(host, request.target, default_host)
+    return redirect_response(location, head=request.method == b"HEAD")
 
 
 def https_location(host: bytes | None, target: bytes, default_host: str) -> str:

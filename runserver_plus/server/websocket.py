@@ -99,7 +99,7 @@ class WebSocketSession:
             "type": "websocket",
             "asgi": ASGI_VERSION,
             "http_version": request.http_version.decode("ascii"),
-            "scheme": "ws",
+            "scheme": "wss" if connection.secure else "ws",
             "path": self.path,
             "raw_path": raw_path,
             "query_string": query,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import ipaddress
 import re
 import sys
 import time
@@ -103,6 +104,16 @@ def split_target(target: bytes) -> tuple[bytes, bytes]:
         # As Django's server (CPython gh-87389): never a scheme-relative path.
         path = b"/" + path.lstrip(b"/")
     return path, query
+
+
+def server_name(addr: str) -> str:
+    """``SERVER_NAME`` without Django's reverse DNS lookup, which can take seconds."""
+    try:
+        if ipaddress.ip_address(addr).is_loopback:
+            return "localhost"
+    except ValueError:
+        pass  # a host name: use it as given
+    return addr or "localhost"
 
 
 def base_environ(

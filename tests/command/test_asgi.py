@@ -110,9 +110,11 @@ def test_project_without_the_setting_gets_djangos_asgi_handler() -> None:
     assert isinstance(asgi_mode.load_asgi_application(), ASGIHandler)
 
 
-def test_https_with_asgi_is_refused_in_one_line() -> None:
-    with pytest.raises(CommandError) as raised:
-        config_for("--asgi", "--https")
-
-    assert str(raised.value) == asgi_mode.HTTPS_ERROR
-    assert "\n" not in str(raised.value)
+def test_https_with_asgi_serves_https_with_the_same_files() -> None:
+    asgi, wsgi = config_for("--asgi", "--https"), config_for("--https")
+    assert (asgi.asgi, asgi.https, asgi.url) == (True, True, "https://127.0.0.1")
+    assert (asgi.tls_cert, asgi.tls_key, asgi.tls_ca) == (
+        wsgi.tls_cert,
+        wsgi.tls_key,
+        wsgi.tls_ca,
+    )

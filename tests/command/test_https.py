@@ -112,11 +112,16 @@ def announced(command: RecordingCommand, port: int) -> None:
     assert not command.trust_reported.is_alive()
 
 
-def test_the_banner_prints_https_urls_and_the_trust_line(ca_dir):
-    command = run("--https", "127.0.0.1:0")
+# Django 6 names its server "WSGI development server"; before, without "WSGI".
+@pytest.mark.parametrize(
+    ("mode", "banner"),
+    [("--wsgi", " development"), ("--asgi", "Starting ASGI development")],
+)
+def test_the_banner_prints_https_urls_and_the_trust_line(ca_dir, mode, banner):
+    command = run("--https", mode, "127.0.0.1:0")
     announced(command, 43210)
     out = command.stdout._out.getvalue()  # type: ignore[attr-defined]
-    assert "development server at https://127.0.0.1:43210/\n" in out
+    assert f"{banner} server at https://127.0.0.1:43210/\n" in out
     assert (
         f"HTTPS: the local certificate authority {ca_dir / CA_CERT_FILE} is not "
         "trusted by this system, so browsers will warn;" in out

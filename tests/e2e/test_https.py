@@ -1,4 +1,8 @@
-"""End to end: manage.py runserver --https, with and without the reloader."""
+"""End to end: manage.py runserver --https, with and without the reloader.
+
+The tests that use ``server_mode`` run in WSGI and in ASGI mode
+(tests/e2e/conftest.py); the wss:// one in ASGI mode only.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from websockets.sync.client import connect
 
 from tests.certs import user_pair
 from tests.e2e.harness import StartServer, server_env
@@ -26,23 +31,32 @@ from tests.e2e.test_reload import (
     wait_for_new_worker,
     wait_for_status,
 )
+from tests.live import SERVER_MODE
 
 pytestmark = pytest.mark.e2e
 
 ADDRPORT = "127.0.0.1:0"
+#: A TLS ClientHello, begun and never finished.
+STALLED_HELLO = b"\x16\x03\x01\x02\x00\x01"
 
 
+@pytest.mark.usefixtures("server_mode")
 def test_noreload_serves_https_and_redirects_plain_http(
     start_server: StartServer, ca_dir: Path
 ) -> None:
     server = start_server(ADDRPORT, "--https", "--noreload")
-    assert server.base_url.startswith("https://127.0.0.1:")
+    asgi = SERVER_MODE.get() == "asgi"
+    server.wait_for_stdout(
+        rf"^Starting {'ASGI' if asgi else '(WSGI )?'}\s?development server at "
+        r"https://127\.0\.0\.1:\d+/$"
+    )
     server.wait_for_stdout(
         rf"^HTTPS: the local certificate authority {ca_dir / 'ca.pem'} is not trusted"
     )
     echo = server.get("/echo/?x=1").json()
     assert (echo["scheme"], echo["is_secure"]) == ("https", True)
-    assert echo["meta"]["wsgi.url_scheme"] == "https"
+    if not asgi:
+        assert echo["meta"]["wsgi.url_scheme"] == "https"
 
     plain = http.client.HTTPConnection(server.host, server.port, timeout=10)
     try:
@@ -71,6 +85,7 @@ def test_noreload_serves_https_and_redirects_plain_http(
     assert "Traceback" not in server.stderr_text()
 
 
+@pytest.mark.usefixtures("server_mode")
 def test_a_client_without_the_authority_fails_verification(
     start_server: StartServer,
 ) -> None:
@@ -80,6 +95,7 @@ def test_a_client_without_the_authority_fails_verification(
         server.get("/hello/")
 
 
+@pytest.mark.usefixtures("server_mode")
 def test_no_request_fails_while_the_worker_restarts_under_tls_load(
     start_server: StartServer, project_dir: Path
 ) -> None:
@@ -107,6 +123,7 @@ def test_no_request_fails_while_the_worker_restarts_under_tls_load(
     assert {s for client in clients for s in client.statuses} == {200}
 
 
+@pytest.mark.usefixtures("server_mode")
 def test_the_error_page_is_served_over_tls(
     start_server: StartServer, project_dir: Path
 ) -> None:
@@ -123,13 +140,14 @@ def test_the_error_page_is_served_over_tls(
     assert server.get("/hello/").body == HELLO
 
 
+@pytest.mark.usefixtures("server_mode")
 def test_a_handshake_stalled_across_a_restart_does_not_hold_it_up(
     start_server: StartServer, project_dir: Path
 ) -> None:
     server = start_server(ADDRPORT, "--https")
     before = pid_info(server)
     with socket.create_connection((server.host, server.port), timeout=10) as stalled:
-        stalled.sendall(b"\x16\x03\x01\x02\x00\x01")  # a ClientHello, begun
+        stalled.sendall(STALLED_HELLO)
         edit(project_dir / "testapp" / "views.py", "Hello", "Hello again")
         after = wait_for_new_worker(server, before["boot_id"], RELOAD_TIMEOUT)
         assert after["pid"] != before["pid"]
@@ -138,6 +156,7 @@ def test_a_handshake_stalled_across_a_restart_does_not_hold_it_up(
         assert stalled.recv(1) == b""
 
 
+@pytest.mark.usefixtures("server_mode")
 def test_the_users_files_are_served(start_server: StartServer, tmp_path: Path) -> None:
     cert, key = user_pair(tmp_path, names=("localhost", "127.0.0.1"))
     server = start_server(
@@ -167,3 +186,28 @@ def test_a_bad_certificate_is_one_line_and_no_traceback(
         f"CommandError: The key in {other_key} does not match the certificate "
         f"in {cert}."
     )
+
+
+def test_wss_echoes_through_the_channels_consumer_beside_a_stalled_handshake(
+    start_server: StartServer,
+) -> None:
+    pytest.importorskip("channels")
+    server = start_server(ADDRPORT, "--https", env={"TESTPROJECT_ASGI": "1"})
+    url = f"wss://{server.host}:{server.port}/ws/echo/"
+    origin = server.base_url.rstrip("/")
+    with socket.create_connection((server.host, server.port), timeout=10) as stalled:
+        stalled.sendall(STALLED_HELLO)
+        # The event loop serves others while that handshake waits.
+        with connect(
+            url,
+            ssl=server.https_context(),
+            origin=origin,
+            open_timeout=10,  # type: ignore[arg-type]
+        ) as ws:
+            ws.send("over tls")
+            assert ws.recv(10) == "over tls"
+            ws.send(b"\x00\x01")
+            assert ws.recv(10) == b"\x00\x01"
+        assert server.get("/hello/").body == HELLO
+    server.wait_for_stderr(r'"WSCONNECT /ws/echo/" 101 - [0-9.]+m?s$')
+    server.wait_for_stderr(r'"WSDISCONNECT /ws/echo/" 101 - [0-9.]+m?s code 1000$')

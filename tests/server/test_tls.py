@@ -1,10 +1,15 @@
-"""Tier 3: the server on 127.0.0.1:0 with --https: TLS, the redirect, the timeouts."""
+"""Tier 3: the server on 127.0.0.1:0 with --https: TLS, the redirect, the timeouts.
+
+Each test runs on both drivers (tests/conftest.py: server_mode) unless marked
+``wsgi_only``; test_tls_asgi.py has what only ASGI mode has (scopes, wss://).
+"""
 
 from __future__ import annotations
 
 import contextlib
 import http.client
 import os
+import queue
 import socket
 import ssl
 import threading
@@ -22,7 +27,7 @@ from runserver_plus.tls.files import TLSFiles, local_files
 from tests.helpers import wait_until
 from tests.live import TIMEOUT, LiveServer, LogRecorder, RawClient, serve_app
 
-pytestmark = pytest.mark.usefixtures("collect_leaks")
+pytestmark = pytest.mark.usefixtures("collect_leaks", "server_mode")
 
 
 @pytest.fixture
@@ -180,6 +185,7 @@ def test_a_silent_connection_on_the_https_port_gets_the_read_timeout(tls):
         assert time.monotonic() - started < 5.0
 
 
+@pytest.mark.wsgi_only  # ASGI mode refuses --nothreading
 def test_tls_without_threading(tls):
     with serve_app(echo_app, **https_config(tls, use_threading=False)) as live:
         for _ in range(2):
@@ -187,6 +193,7 @@ def test_tls_without_threading(tls):
                 assert client.request("GET", "/x").body == b"https /x 127.0.0.1"
 
 
+@pytest.mark.wsgi_only  # the file wrapper's sendfile path
 def test_a_file_goes_out_whole_through_tls(tls, tmp_path):
     data = os.urandom(3 * 1024 * 1024 + 17)  # several writes of MAX_SEND
     path = tmp_path / "big.bin"
@@ -206,6 +213,7 @@ def test_a_file_goes_out_whole_through_tls(tls, tmp_path):
             assert response.body == data
 
 
+@pytest.mark.wsgi_only  # the WSGI static layer; test_tls_asgi.py has ASGI's
 @pytest.mark.django_db
 def test_static_files_over_tls_range_etag_and_304(tls):
     app = StaticFilesApp(echo_app, "/static/")  # type: ignore[arg-type]
@@ -251,11 +259,17 @@ def test_the_drain_lets_a_tls_request_finish(tls):
     ):
         client.send(b"GET /slow HTTP/1.1\r\nHost: localhost\r\n\r\n")
         assert entered.wait(TIMEOUT)
+        # As the runner stops a server: shutdown, then the drain.
         live.server.shutdown()
+        drained: queue.Queue[bool] = queue.Queue()
+        drain = threading.Thread(target=lambda: drained.put(live.server.drain(TIMEOUT)))
+        drain.start()
         release.set()
         response = client.read_response()
         assert (response.status, response.body) == (200, b"https /slow 127.0.0.1")
         wait_until(lambda: client.is_closed(0.1), TIMEOUT, "not closed after drain")
+        assert drained.get(timeout=TIMEOUT) is True
+        drain.join(TIMEOUT)
 
 
 def test_a_response_that_ends_with_the_close_ends_tls_cleanly(tls):

@@ -167,8 +167,6 @@ class RunserverPlusMixin:
             display = addr
         tls = self._tls_files = https.tls_files(options, addr, ipv6=command.use_ipv6)
         asgi = asgi_mode.wants_asgi(options)
-        if asgi and tls is not None:
-            raise CommandError(asgi_mode.HTTPS_ERROR)
         print_sql = bool(
             options.get("print_sql")
             or getattr(settings, "RUNSERVER_PLUS_PRINT_SQL", False)
