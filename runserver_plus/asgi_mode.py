@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
@@ -12,7 +12,11 @@ from django.utils.module_loading import import_string
 
 from runserver_plus import banner
 from runserver_plus.config import DEFAULT_WEBSOCKET_MAX_MESSAGE, ServerConfig
-from runserver_plus.server.asgi_scope import ASGIApp
+
+if TYPE_CHECKING:
+    # A type only: the supervisor, which serves nothing, imports this module
+    # and must not pay for the HTTP parser (h11) before it starts a worker.
+    from runserver_plus.server.asgi_scope import ASGIApp
 
 NOTHREADING_ERROR = (
     "--nothreading cannot be used with ASGI: the ASGI server serves every "
@@ -69,9 +73,9 @@ def load_asgi_application() -> ASGIApp:
         # (the command has run it).
         from django.core.handlers.asgi import ASGIHandler  # noqa: PLC0415
 
-        return cast(ASGIApp, ASGIHandler())
+        return cast("ASGIApp", ASGIHandler())
     try:
-        return cast(ASGIApp, import_string(path))
+        return cast("ASGIApp", import_string(path))
     except ImportError as error:
         raise ImproperlyConfigured(
             f"ASGI application '{path}' could not be loaded; Error importing module."

@@ -37,7 +37,12 @@ from runserver_plus.server.core import (
 )
 from runserver_plus.server.errors import ClientGone, ProtocolError
 from runserver_plus.server.linger import Lingerer
-from runserver_plus.server.request import RequestHead, h11_reason, parse_head
+from runserver_plus.server.request import (
+    RequestHead,
+    h11_reason,
+    is_websocket_upgrade,
+    parse_head,
+)
 from runserver_plus.server.state import StopClock
 from runserver_plus.server.tls import redirect_to_https
 
@@ -68,14 +73,6 @@ class HttpSettings:
     #: On the HTTPS port, where a plain-HTTP request is redirected when it has
     #: no Host (``host:port``); None on a plain-HTTP port.
     https_authority: str | None = None
-
-
-def is_websocket_upgrade(request: RequestHead) -> bool:
-    """Whether the request asks to switch to the WebSocket protocol."""
-    if request.method != b"GET":
-        return False
-    upgrade = b",".join(v for n, v in request.headers if n == b"upgrade")
-    return b"websocket" in upgrade.lower()
 
 
 class HttpConnection:

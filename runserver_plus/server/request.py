@@ -223,3 +223,11 @@ _H11_REPR = re.compile(r": bytearray\(b.*\)$", re.DOTALL)
 def h11_reason(error: h11.RemoteProtocolError) -> str:
     """h11's message without the raw bytes it quotes (the log shows the line)."""
     return _H11_REPR.sub("", str(error))
+
+
+def is_websocket_upgrade(request: RequestHead) -> bool:
+    """Whether the request asks to switch to the WebSocket protocol."""
+    if request.method != b"GET":
+        return False
+    upgrade = b",".join(v for n, v in request.headers if n == b"upgrade")
+    return b"websocket" in upgrade.lower()

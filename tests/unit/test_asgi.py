@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from runserver_plus.server.asgi_http import is_websocket_upgrade
 from runserver_plus.server.asgi_scope import (
     address,
     decode_path,
     http_scope,
     request_headers,
 )
-from runserver_plus.server.request import RequestHead
+from runserver_plus.server.request import RequestHead, is_websocket_upgrade
 
 
 @pytest.mark.parametrize(
