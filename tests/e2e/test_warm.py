@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import re
 import signal
@@ -404,6 +405,7 @@ def test_a_noreload_server_gives_the_collector_back_before_serving(
     server = start_server(
         ADDRPORT, "--noreload", env={"PYTHONPATH": str(probe_project)}
     )
-    enabled, _threshold, frozen = probe(server)["gc"]
+    enabled, threshold, frozen = probe(server)["gc"]
     assert enabled is True
+    assert threshold == list(gc.get_threshold())  # Python's, as in this process
     assert frozen == 0
