@@ -16,6 +16,16 @@ STOP_SIGNALS = tuple(
 )
 
 
+#: The longest a main thread blocks at a time while it waits for a stop.
+#: Python runs a signal's handler on the main thread, and only when that
+#: thread runs: a signal the kernel hands to another thread (any thread may
+#: take a process's signal) interrupts nothing there, and a main thread
+#: blocked for good in a lock would never see it. Seen once in some fifteen
+#: runs of a test: a --noreload server that ignored SIGTERM. Waking once a
+#: second bounds that delay at a second.
+SIGNAL_CHECK = 1.0  # s
+
+
 class StopRequested(BaseException):
     """Raised in the main thread by the first stop signal.
 

@@ -38,7 +38,7 @@ from runserver_plus.reloader.process import (
 )
 from runserver_plus.reloader.warmslot import WarmSlot
 from runserver_plus.reloader.watching import Watching
-from runserver_plus.shutdown import STOP_SIGNALS
+from runserver_plus.shutdown import SIGNAL_CHECK, STOP_SIGNALS
 
 if TYPE_CHECKING:
     from runserver_plus.reloader.watcher import Changes
@@ -126,7 +126,9 @@ class Supervisor:
             self.watching.start(lambda changes: self.events.put(FilesChanged(changes)))
             procstate.thaw()  # frozen by the runner for this start
             while not self._done():
-                self._dispatch(self.events.get())
+                # Bounded, so that a stop signal's handler runs (shutdown.SIGNAL_CHECK).
+                with contextlib.suppress(queue.Empty):
+                    self._dispatch(self.events.get(timeout=SIGNAL_CHECK))
         except KeyboardInterrupt:
             # A second Ctrl-C: do not wait for the drain.
             if self.worker is not None:

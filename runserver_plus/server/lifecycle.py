@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol, cast
 
 from runserver_plus.config import ServerConfig
-from runserver_plus.shutdown import StopRequested
+from runserver_plus.shutdown import SIGNAL_CHECK, StopRequested
 
 if TYPE_CHECKING:
     from runserver_plus.server.asgi_scope import ASGIApp
@@ -74,7 +74,8 @@ def run(
     )
     thread.start()
     try:
-        stop.wait()
+        while not stop.wait(SIGNAL_CHECK):
+            pass  # a stop signal's handler runs here, at the latest
     except StopRequested:
         stop.set()
     timeout = drain_timeout() if drain_timeout else server.config.drain_timeout

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import http.client
 import json
 import os
@@ -465,3 +466,18 @@ def _rsp_wait_for_gate(variable):
             raise RuntimeError(f"the test never opened the gate ${{variable}}")
         _threading.Event().wait(0.02)
 """
+
+
+_LIBC = ctypes.CDLL(None, use_errno=True)
+#: Linux (glibc >= 2.30) can send a signal to one thread of a process.
+HAS_TGKILL = hasattr(_LIBC, "tgkill") and Path("/proc/self/task").is_dir()
+
+
+def tgkill(pid: int, tid: int, sig: int) -> None:
+    """Send ``sig`` to thread ``tid`` of process ``pid`` only."""
+    if _LIBC.tgkill(pid, tid, sig) != 0:
+        raise OSError(ctypes.get_errno(), "tgkill failed")
+
+
+def thread_ids(pid: int) -> list[int]:
+    return sorted(int(tid) for tid in os.listdir(f"/proc/{pid}/task"))

@@ -15,11 +15,14 @@ from django.utils.version import get_docs_version
 
 from tests.e2e.harness import (
     BANNER_RE,
+    HAS_TGKILL,
     REQUEST_TIMEOUT,
     RunningServer,
     StartServer,
     can_bind,
     free_port_refused,
+    tgkill,
+    thread_ids,
 )
 
 pytestmark = pytest.mark.e2e
@@ -244,6 +247,25 @@ def test_sigterm_exits_zero_and_frees_the_port(start_server: StartServer) -> Non
     assert server.wait(EXIT_TIMEOUT) == 0
     assert free_port_refused(server.host, server.port)
     assert can_bind(server.host, server.port)
+    assert server.group_members() == []
+
+
+@pytest.mark.skipif(not HAS_TGKILL, reason="needs Linux /proc and tgkill()")
+@pytest.mark.usefixtures("server_mode")
+def test_a_stop_signal_taken_by_another_thread_still_stops_the_server(
+    start_server: StartServer,
+) -> None:
+    # The kernel may hand a process's signal to any of its threads; Python
+    # runs the handler on the main thread, which must not sleep through it
+    # (it did once in some fifteen runs of an HTTPS test).
+    server = start_server(*NORELOAD)
+    assert server.get("/hello/").status == 200
+    others = [tid for tid in thread_ids(server.pid) if tid != server.pid]
+    assert others, "the server has no threads besides the main one"
+
+    tgkill(server.pid, others[0], signal.SIGTERM)
+
+    assert server.wait(EXIT_TIMEOUT) == 0
     assert server.group_members() == []
 
 

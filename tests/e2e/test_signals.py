@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
 import os
 import signal
 import threading
@@ -15,10 +14,13 @@ import pytest
 from runserver_plus.reloader.watcher import Watcher
 from tests.e2e.harness import (
     GATE_CODE,
+    HAS_TGKILL,
     RunningServer,
     StartServer,
     can_bind,
     free_port_refused,
+    tgkill,
+    thread_ids,
 )
 from tests.helpers import wait_until
 
@@ -210,20 +212,6 @@ def test_stop_while_the_error_page_is_served(
 
     assert server.wait(EXIT_TIMEOUT) == 0
     assert_all_gone(server, worker)
-
-
-_LIBC = ctypes.CDLL(None, use_errno=True)
-#: Linux (glibc >= 2.30) can send a signal to one thread of a process.
-HAS_TGKILL = hasattr(_LIBC, "tgkill") and Path("/proc/self/task").is_dir()
-
-
-def tgkill(pid: int, tid: int, sig: int) -> None:
-    if _LIBC.tgkill(pid, tid, sig) != 0:
-        raise OSError(ctypes.get_errno(), "tgkill failed")
-
-
-def thread_ids(pid: int) -> list[int]:
-    return sorted(int(tid) for tid in os.listdir(f"/proc/{pid}/task"))
 
 
 @pytest.mark.skipif(not HAS_TGKILL, reason="needs Linux /proc and tgkill()")
