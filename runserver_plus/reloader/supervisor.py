@@ -125,8 +125,7 @@ class Supervisor:
             self._spawn()
             self.watching.start(lambda changes: self.events.put(FilesChanged(changes)))
             procstate.thaw()  # frozen by the runner for this start
-            while not self._done():
-                # Bounded, so that a stop signal's handler runs (shutdown.SIGNAL_CHECK).
+            while not self._done():  # bounded waits: see shutdown.SIGNAL_CHECK
                 with contextlib.suppress(queue.Empty):
                     self._dispatch(self.events.get(timeout=SIGNAL_CHECK))
         except KeyboardInterrupt:
@@ -256,9 +255,7 @@ class Supervisor:
                 self.warm.learn([str(m) for m in modules], serving=serving)
             case {"event": "ready"} if current and worker.state == "starting":
                 worker.state = "ready"
-                # Every watch_dir() of this worker came before "ready": once
-                # they are watched, let it serve.
-                self.watching.apply()
+                self.watching.apply()  # its watch_dir()s all came before ready
                 worker.send({"command": "watching"})
                 if self.pending and not self.stopping:
                     pending, self.pending = self.pending, []
