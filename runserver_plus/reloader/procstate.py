@@ -34,12 +34,13 @@ def freeze() -> None:
     start that follows.
 
     Every full collection walks every object of every module loaded: on the
-    benchmark's large project (2,300 modules), one right after
-    ``django.setup()`` took 60-70 ms in the supervisor before it started the
-    worker and again in the worker before its checks, and a warm start spent
-    a fifth of its time in the collector, walking what it had preloaded.
+    benchmark's large project (2,300 modules) one takes 60-70 ms, and a warm
+    start spent a fifth of its time in the collector, walking what it had
+    preloaded (70-90 ms once frozen, 22-31 ms with the threshold as well).
     Frozen (``gc.freeze``), those objects are skipped, and until the start
-    is over young collections run less often (``START_THRESHOLD``).
+    is over young collections run less often (``START_THRESHOLD``). The
+    runner does it for every start, cold ones too, so that warm and cold
+    workers start with the same collector.
     ``thaw()`` undoes both once the process serves (or watches, for the
     supervisor), so that a serving process's collector sees what it would
     have seen without.
