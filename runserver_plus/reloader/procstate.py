@@ -35,8 +35,9 @@ def freeze() -> None:
 
     Every full collection walks every object of every module loaded: on the
     benchmark's large project (2,300 modules) one takes 60-70 ms, and a warm
-    start spent a fifth of its time in the collector, walking what it had
-    preloaded (70-90 ms once frozen, 22-31 ms with the threshold as well).
+    start of about a second spent 100-140 ms in the collector, mostly walking
+    what it had preloaded (70-90 ms once frozen, 22-31 ms with the threshold
+    as well; gc.callbacks in the worker).
     Frozen (``gc.freeze``), those objects are skipped, and until the start
     is over young collections run less often (``START_THRESHOLD``). The
     runner does it for every start, cold ones too, so that warm and cold
