@@ -6,7 +6,6 @@ Every test runs in both modes: the asyncio driver drains as the threaded one.
 from __future__ import annotations
 
 import hashlib
-import itertools
 import json
 import os
 import signal
@@ -18,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.harness import RunningServer, StartServer
+from tests.e2e.test_reload import save_versions_under_load
 from tests.helpers import wait_until
 from tests.live import RawClient, Response
 
@@ -293,27 +293,7 @@ def test_keep_alive_clients_lose_no_request_across_reloads(
     views = project_dir / "testapp" / "views.py"
     versions = [HELLO] + [f"Hello, version {n}!\n".encode() for n in range(1, 4)]
     clients = [KeepAliveClient(server, "/hello/") for _ in range(3)]
-    for client in clients:
-        client.start()
-    try:
-        for old, new in itertools.pairwise(versions):
-            wait_until(
-                lambda body=old: all(c.bodies[-4:] == [body] * 4 for c in clients),
-                RELOAD_TIMEOUT,
-                f"the clients did not get {old!r}",
-            )
-            text = views.read_text()
-            views.write_text(text.replace(old.decode().strip(), new.decode().strip()))
-        wait_until(
-            lambda: all(c.bodies[-4:] == [versions[-1]] * 4 for c in clients),
-            RELOAD_TIMEOUT,
-            "the clients did not get the last version",
-        )
-    finally:
-        for client in clients:
-            client.stop.set()
-        for client in clients:
-            client.join(KeepAliveClient.MAX_TIME)
+    save_versions_under_load(clients, views, versions, last=4)
     assert not any(client.is_alive() for client in clients)
     assert [client.lost for client in clients] == [[], [], []]
     # Each restart closed the kept-alive connections (after an answer).

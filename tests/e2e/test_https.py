@@ -7,7 +7,6 @@ The tests that use ``server_mode`` run in WSGI and in ASGI mode
 from __future__ import annotations
 
 import http.client
-import itertools
 import signal
 import socket
 import ssl
@@ -27,7 +26,7 @@ from tests.e2e.test_reload import (
     edit,
     expect_error_page,
     pid_info,
-    wait_for_clients,
+    save_versions_under_load,
     wait_for_new_worker,
     wait_for_status,
 )
@@ -105,18 +104,7 @@ def test_no_request_fails_while_the_worker_restarts_under_tls_load(
     # Each request on a new connection: a full handshake each time, some of
     # them arriving while no worker accepts.
     clients = [Client(server, "/hello/") for _ in range(6)]
-    for client in clients:
-        client.start()
-    try:
-        for old, new in itertools.pairwise(versions):
-            wait_for_clients(clients, old)
-            edit(views, old.decode().strip(), new.decode().strip())
-        wait_for_clients(clients, versions[-1])
-    finally:
-        for client in clients:
-            client.stop.set()
-        for client in clients:
-            client.join(Client.MAX_TIME)
+    save_versions_under_load(clients, views, versions)
     errors = [error for client in clients for error in client.errors]
     requests = sum(len(client.statuses) + len(client.errors) for client in clients)
     assert errors == [], f"{len(errors)} of {requests} requests failed"

@@ -9,10 +9,10 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import pytest
 
@@ -265,18 +265,7 @@ def test_no_connection_is_refused_during_a_restart(
     # Several restarts: a lost connection is a race, each restart a chance.
     versions = [HELLO] + [f"Hello, version {n}!\n".encode() for n in range(1, 6)]
     clients = [Client(server, "/hello/") for _ in range(8)]
-    for client in clients:
-        client.start()
-    try:
-        for old, new in itertools.pairwise(versions):
-            wait_for_clients(clients, old)
-            edit(views, old.decode().strip(), new.decode().strip())
-        wait_for_clients(clients, versions[-1])
-    finally:
-        for client in clients:
-            client.stop.set()
-        for client in clients:
-            client.join(Client.MAX_TIME)
+    save_versions_under_load(clients, views, versions)
     assert not any(client.is_alive() for client in clients)
     errors = [error for client in clients for error in client.errors]
     requests = sum(len(client.statuses) + len(client.errors) for client in clients)
@@ -289,13 +278,43 @@ def test_no_connection_is_refused_during_a_restart(
         assert set(order) == set(range(len(versions)))
 
 
-def wait_for_clients(clients: list[Client], body: bytes) -> None:
-    """Wait until every client's last five answers were ``body``."""
+class LoadClient(Protocol):
+    """A client thread that asks until stopped and keeps the bodies it got."""
+
+    MAX_TIME: float
+    stop: threading.Event
+    bodies: list[bytes]
+
+    def start(self) -> None: ...
+    def join(self, timeout: float | None = None) -> None: ...
+
+
+def wait_for_clients(clients: Sequence[LoadClient], body: bytes, last: int = 5) -> None:
+    """Wait until every client's ``last`` answers were ``body``."""
     wait_until(
-        lambda: all(c.bodies[-5:] == [body] * 5 for c in clients),
+        lambda: all(c.bodies[-last:] == [body] * last for c in clients),
         RELOAD_TIMEOUT,
         f"the clients did not get {body!r}",
     )
+
+
+def save_versions_under_load(
+    clients: Sequence[LoadClient], path: Path, versions: list[bytes], last: int = 5
+) -> None:
+    """Start ``clients``; once they are served each version, save the next
+    into ``path``; once they are served the last, stop and join them."""
+    for client in clients:
+        client.start()
+    try:
+        for old, new in itertools.pairwise(versions):
+            wait_for_clients(clients, old, last)
+            edit(path, old.decode().strip(), new.decode().strip())
+        wait_for_clients(clients, versions[-1], last)
+    finally:
+        for client in clients:
+            client.stop.set()
+        for client in clients:
+            client.join(client.MAX_TIME)
 
 
 class Client(threading.Thread):
