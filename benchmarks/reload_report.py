@@ -50,6 +50,7 @@ def timing_summary(trials: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
         seconds = [run["seconds"] for run in runs]
         starts = [start for run in all_runs for start in run.get("starts", [])]
         ready = [run["warm_ready_s"] for run in runs if "warm_ready_s" in run]
+        floor = [run["floor_s"] for run in runs if "floor_s" in run]
         summary[name] = {
             "trials": len(all_runs),
             "completed": len(runs),
@@ -74,6 +75,8 @@ def timing_summary(trials: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
             "warm_ready_median_s": median_or_none([r for r in ready if r is not None]),
             "warm_ready_max_s": max((r for r in ready if r is not None), default=None),
             "warm_never_ready": sum(1 for r in ready if r is None),
+            # reload_floor.py after each of runserver_plus's .py saves.
+            "floor_median_s": median_or_none(floor),
         }
     summary["ratio_median"] = ratio(
         summary[OURS]["median_s"], summary[DJANGO]["median_s"]
@@ -82,6 +85,9 @@ def timing_summary(trials: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
         summary["ratio_median_watchfiles"] = ratio(
             summary[OURS]["median_s"], summary[WATCHFILES]["median_s"]
         )
+    summary["ratio_floor"] = ratio(
+        summary[OURS]["floor_median_s"], summary[DJANGO]["median_s"]
+    )
     if NO_PRELOAD in summary:
         summary["ratio_median_no_preload"] = ratio(
             summary[NO_PRELOAD]["median_s"], summary[DJANGO]["median_s"]
@@ -376,6 +382,12 @@ def print_report(
     timing_rows(py, ".py save -> new code served")
     failed_row(py)
     warm_row(py)
+    if py[OURS]["floor_median_s"] is not None:
+        row(
+            "    floor: the work left after a save, alone (reload_floor.py)",
+            {OURS: ms(py[OURS]["floor_median_s"])},
+            times(py["ratio_floor"]),
+        )
     if NO_PRELOAD in py:
         ref = py[NO_PRELOAD]
         row(

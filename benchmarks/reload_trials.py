@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import random
 import re
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -34,6 +36,8 @@ BROKEN_SETTLE = 2.5
 IDLE_SETTLE = 5.0  # s, quiet time after start-up before the idle window
 WATCH_STABLE_TIMEOUT = 60.0  # s, for the inotify watch counts to stop changing
 WARM_READY_TIMEOUT = 30.0  # s, for runserver_plus's next warm process to be ready
+FLOOR_TIMEOUT = 120.0  # s, for one run of reload_floor.py
+FLOOR_SCRIPT = Path(__file__).resolve().parent / "reload_floor.py"
 
 #: What runserver_plus's supervisor prints at -v 2 for each worker it starts
 #: after the first, and at -v 3 when a warm process has preloaded.
@@ -76,6 +80,31 @@ def after_reload(
             time.perf_counter() - served_at if ready is not None else None
         )
     return outcome
+
+
+def floor_seconds(server: ReloadingServer) -> float:
+    """One run of reload_floor.py on ``server``'s project, with its settings:
+    the work any warm restart has left after a save, timed alone. The list
+    of modules to preload is made once per project, beside it."""
+    listing = server.project.parent / "floor-modules.json"
+    runs = ([] if listing.exists() else ["list"]) + ["measure"]
+    for mode in runs:
+        try:
+            done = subprocess.run(
+                [sys.executable, str(FLOOR_SCRIPT), mode, str(listing)],
+                cwd=server.project,
+                env=server.env,
+                capture_output=True,
+                text=True,
+                timeout=FLOOR_TIMEOUT,
+                check=False,
+            )
+        except subprocess.TimeoutExpired:
+            server.fail(f"reload_floor.py {mode} took over {FLOOR_TIMEOUT:.0f} s")
+        if done.returncode:
+            server.fail(f"reload_floor.py {mode} failed:\n{done.stderr[-2000:]}")
+    seconds: float = json.loads(done.stdout)["seconds"]
+    return seconds
 
 
 def settle(rng: random.Random) -> None:
@@ -143,6 +172,9 @@ def py_edit_trial(server: ReloadingServer, project: Path, label: str) -> dict[st
         "mtime_bumped": bumped,
         **after_reload(server, stderr_offset, result.hit.done),
     }
+    if server.preload:
+        # Right after the save it bounds, in the same minute as the servers'.
+        outcome["floor_s"] = floor_seconds(server)
     if result.failed and server.kind == OURS:
         # For the diagnosis: what the supervisor and workers said meanwhile.
         outcome["stderr"] = server.stderr_since(stderr_offset)[-4000:]
@@ -309,10 +341,12 @@ def interleave(
             seconds = outcome["seconds"]
             shown = f"{seconds * 1000:7.0f} ms" if seconds is not None else "   FAILED"
             starts = ", ".join(outcome.get("starts", []))
+            floor = outcome.get("floor_s")
             print(
                 f"  {title} {number:2}/{count} {name:25} {shown}"
                 f"  polls {outcome['polls']:4}  failed {failed}"
-                + (f"  started {starts}" if starts else ""),
+                + (f"  started {starts}" if starts else "")
+                + (f"  floor {floor * 1000:.0f} ms" if floor is not None else ""),
                 flush=True,
             )
             if failed and server.kind == OURS and outcome.get("failure_times_ms"):
