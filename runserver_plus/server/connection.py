@@ -1,9 +1,8 @@
 """One client connection: read requests, answer them, keep alive, time out.
 
-Over 350 lines: this is the threaded and serial modes' driver around the
-sans-I/O core (core.py, request.py, body.py): every read and write of a
-connection, with its timeouts, the drain's deadline and TLS (tls.py), is
-here, in the order a request goes through them.
+The threaded and serial modes' driver around the sans-I/O core (core.py,
+request.py, body.py), in the order a request goes through it; the socket's
+reads and writes, with TLS, are its transport's (transport.py).
 """
 
 from __future__ import annotations
@@ -42,23 +41,13 @@ from runserver_plus.server.request import (
     parse_head,
 )
 from runserver_plus.server.response import FileSpan, Response
-from runserver_plus.server.sockets import set_io_timeout
 from runserver_plus.server.state import StopClock
-from runserver_plus.server.tls import (
-    HANDSHAKE_RECORD,
-    TLSLayer,
-    redirect_to_https,
-)
+from runserver_plus.server.tls import redirect_to_https
+from runserver_plus.server.transport import Transport
 from runserver_plus.server.wsgi import WSGIApp, WSGIEnviron, build_environ
 
 #: Unread request body we still read to keep a keep-alive connection in sync.
 MAX_DRAIN = 1024 * 1024  # bytes
-#: Largest piece handed to one sendall(), so a send timeout measures progress.
-MAX_SEND = 1024 * 1024  # bytes
-RECV_SIZE = 65536  # bytes
-#: recv() flag for a read that must not wait (the event loop's); 0 where the
-#: platform has none, as on Windows: the loop reads only readable sockets.
-_DONT_WAIT = getattr(socket, "MSG_DONTWAIT", 0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,15 +82,9 @@ class Connection:
         self.settings = settings
         self._buffer = RequestBuffer()
         self._aborted = False
-        #: On the HTTPS port: whether the first bytes are still to decide
-        #: between TLS and plain HTTP (which is only redirected).
-        self._sorting = settings.tls is not None
-        self._tls: TLSLayer | None = None
-        self._redirect = False
-        #: The receive timeout in force. The send timeout never changes: it
-        #: is set once, as each change costs system calls.
-        self._timeout: float | None = None
-        set_io_timeout(sock, settings.read_timeout, recv=False)
+        self._transport = Transport(
+            sock, send_timeout=settings.read_timeout, tls=settings.tls
+        )
 
     # --- life cycle, seen from the server ---------------------------------
 
@@ -126,11 +109,8 @@ class Connection:
 
     def close(self) -> None:
         """Close gracefully (see ``Lingerer``); the connection is done with."""
-        if self._tls is not None and not self._aborted:
-            # TLS's own end of stream first: without it, a response whose end
-            # is the close reads as truncated (curl and OpenSSL 3 say so).
-            with contextlib.suppress(OSError, ClientGone):
-                self._send_raw(self._tls.close_notify())
+        if not self._aborted:
+            self._transport.end_tls()
         self.settings.lingerer.close(self.sock)
 
     def _next_head(self) -> bytes | None:
@@ -142,51 +122,9 @@ class Connection:
 
     # --- reading ------------------------------------------------------------
 
-    def _recv(self, timeout: float) -> bytes:
-        if timeout != self._timeout:  # idle between requests, or reading one
-            set_io_timeout(self.sock, timeout, send=False)
-            self._timeout = timeout
-        while True:
-            try:
-                raw = self.sock.recv(RECV_SIZE)
-            except (BlockingIOError, TimeoutError) as error:
-                raise ClientGone("timed out") from error
-            data = self._take_in(raw)
-            if data is None:
-                return b""  # the client closed, or its TLS failed
-            if data or not raw:
-                return data
-            # TLS: part of the handshake or of a record; read on.
-
-    def _take_in(self, raw: bytes) -> bytes | None:
-        """The request bytes in what the socket gave: ``raw`` itself in plain
-        HTTP; decrypted on a TLS connection (``b""`` while the handshake goes
-        on; None when the client closed TLS or it failed)."""
-        if self._sorting and raw:
-            self._sorting = False
-            if raw[0] == HANDSHAKE_RECORD:
-                assert self.settings.tls is not None
-                self._tls = TLSLayer(self.settings.tls)
-            else:
-                self._redirect = True
-        tls = self._tls
-        if tls is None:
-            return raw
-        try:
-            data = tls.receive(raw)
-        except ssl.SSLError:
-            data = None  # a client that refused our certificate, or noise
-        reply = tls.outgoing()
-        if reply:
-            try:
-                self._send_raw(reply)
-            except ClientWentAway:
-                return None
-        return data
-
     def _recv_body(self) -> bytes:
         """Bytes while a body arrives; ``ClientGone`` on EOF or timeout."""
-        data = self._recv(self.settings.read_timeout)
+        data = self._transport.recv(self.settings.read_timeout)
         if not data:
             raise ClientGone("closed mid-body")
         return data
@@ -200,29 +138,17 @@ class Connection:
         """Whether bytes of a request that has not arrived whole are buffered,
         or, on the HTTPS port, the TLS handshake is not over: either way the
         client gets the read timeout, not the idle one."""
-        return bool(self._buffer) or self._handshaking
-
-    @property
-    def _handshaking(self) -> bool:
-        return self._sorting or (self._tls is not None and not self._tls.handshaken)
+        return bool(self._buffer) or self._transport.handshaking
 
     def receive_ready(self) -> bool:
         """Take what the client sent; False when it closed, reset or spoke TLS.
 
         For a socket the event loop saw readable, which answers at once.
         """
-        try:
-            raw = self.sock.recv(RECV_SIZE, _DONT_WAIT)
-        except BlockingIOError:
-            return True  # a spurious wake-up: nothing to read after all
-        except OSError:
-            return False  # reset by the client
-        data = self._take_in(raw)
+        data = self._transport.recv_now()
         if data is None:
             return False
-        if raw and not data:  # TLS: the handshake goes on, a record half here
-            return True
-        return self._received(data)
+        return not data or self._received(data)  # b"": TLS under way, or nothing
 
     def _received(self, data: bytes) -> bool:
         if not data:
@@ -247,7 +173,7 @@ class Connection:
                 if timeout <= 0:
                     return None  # the drain is over: close
             try:
-                data = self._recv(timeout)
+                data = self._transport.recv(timeout)
             except ClientGone:
                 if buffer:
                     raise ProtocolError(408, "Request Timeout") from None
@@ -287,7 +213,7 @@ class Connection:
         except ProtocolError as error:
             self._send_error(error, request_line, started)
             return False
-        if self._redirect:
+        if self._transport.plain_on_tls_port:
             self._send_redirect(request, request_line, started)
             return False
         reader: RequestBody | NoBody
@@ -303,7 +229,7 @@ class Connection:
                 # having closed the connection.
                 reader.receive(self._buffer.take_all())
             if conn.they_are_waiting_for_100_continue:
-                self._sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
+                self._transport.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
             try:
                 if chunked:
                     body, length = decode_chunked(reader)
@@ -361,7 +287,7 @@ class Connection:
         environ = self.settings.base_environ
         default_host = f"{environ['SERVER_NAME']}:{environ['SERVER_PORT']}"
         try:
-            self._sendall(redirect_to_https(request, default_host))
+            self._transport.sendall(redirect_to_https(request, default_host))
         except ClientGone:
             return
         # "-" for the size, as for the other answers the server makes itself.
@@ -374,11 +300,11 @@ class Connection:
     ) -> None:
         """Answer a request the server rejects itself, then close; without the
         body when the request line, however malformed, asks for HEAD."""
-        if self._handshaking:
+        if self._transport.handshaking:
             return  # no HTTP yet: a TLS client that stalled in its handshake
         log.log_protocol_error(error.status, error.reason, self.sock)
         try:
-            self._sendall(error_response(error, request_line))
+            self._transport.sendall(error_response(error, request_line))
         except ClientGone:
             return
         duration = time.perf_counter() - started if started else 0.0
@@ -395,60 +321,8 @@ class Connection:
         )
 
     def send(self, parts: Iterable[bytes | FileSpan]) -> None:
-        """Write the parts in order, files with ``sendfile``; one write for the
-        bytes between files. ``ClientWentAway`` when the client is gone."""
-        pending: list[bytes] = []
-        for part in parts:
-            if isinstance(part, FileSpan):
-                if not part.count:
-                    continue
-                self._sendall(b"".join(pending))
-                pending = []
-                if self._tls is not None:
-                    self._send_file_through_tls(part)
-                    continue
-                # sendfile() on a blocking socket would wait for a stalled
-                # client forever: bound it the slower way.
-                self.sock.settimeout(self.settings.read_timeout)
-                try:
-                    sent = self.sock.sendfile(part.file, part.offset, part.count)
-                except OSError as error:
-                    raise ClientWentAway(str(error)) from error
-                finally:
-                    self.sock.settimeout(None)
-                if sent != part.count:
-                    raise ClientWentAway("the file is shorter than announced")
-            elif part:
-                pending.append(part)
-        self._sendall(b"".join(pending))
-
-    def _send_file_through_tls(self, part: FileSpan) -> None:
-        """``sendfile`` cannot encrypt: read the file and write it in pieces."""
-        part.file.seek(part.offset)
-        left = part.count
-        while left:
-            piece = part.file.read(min(left, MAX_SEND))
-            if not piece:
-                raise ClientWentAway("the file is shorter than announced")
-            self._sendall(piece)
-            left -= len(piece)
-
-    def _sendall(self, data: bytes) -> None:
-        if self._tls is not None:
-            data = self._tls.encrypt(data) if data else b""
-        self._send_raw(data)
-
-    def _send_raw(self, data: bytes) -> None:
-        try:
-            if len(data) <= MAX_SEND:
-                if data:
-                    self.sock.sendall(data)
-                return
-            view = memoryview(data)
-            for start in range(0, len(view), MAX_SEND):
-                self.sock.sendall(view[start : start + MAX_SEND])
-        except OSError as error:
-            raise ClientWentAway(str(error)) from error
+        """Write the response's parts (``Transport.send``)."""
+        self._transport.send(parts)
 
 
 _BROKEN_OFF = (

@@ -8,9 +8,10 @@ import socket
 
 import pytest
 
-from runserver_plus.server.connection import RECV_SIZE, Connection, ConnectionSettings
+from runserver_plus.server.connection import Connection, ConnectionSettings
 from runserver_plus.server.errors import ProtocolError
 from runserver_plus.server.request import MAX_HEAD
+from runserver_plus.server.transport import RECV_SIZE
 from runserver_plus.server.wsgi import base_environ
 from tests.live import (
     LogRecorder,
