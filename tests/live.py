@@ -10,7 +10,7 @@ import queue
 import socket
 import threading
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar
 
 from runserver_plus.config import ServerConfig
 from runserver_plus.server.server import Server
@@ -21,9 +21,24 @@ from tests.helpers import wait_until
 TIMEOUT = 10.0  # s, for every socket operation of a test client
 
 
+class Serving(Protocol):
+    """What both drivers' servers offer a test (``Server``, ``AsgiServer``)."""
+
+    @property
+    def port(self) -> int: ...
+    def serve_forever(self) -> None: ...
+    def shutdown(self) -> None: ...
+    def drain(self, timeout: float) -> bool: ...
+
+
+ServerT = TypeVar("ServerT", bound=Serving)
+
+
 @dataclasses.dataclass
-class LiveServer:
-    server: Server
+class Live(Generic[ServerT]):
+    """A server of either driver, serving in ``thread`` (``serving``)."""
+
+    server: ServerT
     thread: threading.Thread
 
     @property
@@ -32,6 +47,9 @@ class LiveServer:
 
     def connect(self, timeout: float = TIMEOUT) -> RawClient:
         return RawClient(socket.create_connection(("127.0.0.1", self.port), timeout))
+
+
+LiveServer = Live[Server]
 
 
 #: Which driver ``serve_app`` runs the WSGI app on: the threaded server, or the
@@ -55,15 +73,22 @@ def serve_app(app: WSGIApp, **config: Any) -> Iterator[LiveServer]:
         return
     settings = ServerConfig(addr="127.0.0.1", port=0, **config)
     sock = bind_socket("127.0.0.1", 0, ipv6=False, backlog=settings.backlog)
-    server = Server(sock, app, settings)
+    with serving(Server(sock, app, settings)) as live:
+        yield live
+
+
+@contextlib.contextmanager
+def serving(server: ServerT) -> Iterator[Live[ServerT]]:
+    """Run ``server`` in a thread; on exit stop it accepting, then drain it,
+    and fail the test if either does not end in time."""
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield LiveServer(server, thread)
+        yield Live(server, thread)
     finally:
         server.shutdown()
         thread.join(TIMEOUT)
-        assert not thread.is_alive(), "the accept loop did not stop"
+        assert not thread.is_alive(), "the server did not stop accepting"
         assert server.drain(TIMEOUT), "connections were still busy after the drain"
 
 

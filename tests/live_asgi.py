@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import queue
-import socket
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -15,20 +13,9 @@ from runserver_plus.config import ServerConfig
 from runserver_plus.server.asgi import AsgiServer
 from runserver_plus.server.asgi_scope import ASGIApp, Receive, Scope, Send
 from runserver_plus.server.sockets import bind_socket
-from tests.live import TIMEOUT, RawClient
+from tests.live import TIMEOUT, Live, serving
 
-
-@dataclasses.dataclass
-class LiveAsgiServer:
-    server: AsgiServer
-    thread: threading.Thread
-
-    @property
-    def port(self) -> int:
-        return self.server.port
-
-    def connect(self, timeout: float = TIMEOUT) -> RawClient:
-        return RawClient(socket.create_connection(("127.0.0.1", self.port), timeout))
+LiveAsgiServer = Live[AsgiServer]
 
 
 @contextlib.contextmanager
@@ -44,16 +31,8 @@ def serve_asgi(
         config["drain_timeout"] = drain_timeout
     settings = ServerConfig(addr="127.0.0.1", port=0, asgi=True, **config)
     sock = bind_socket("127.0.0.1", 0, ipv6=False, backlog=settings.backlog)
-    server = AsgiServer(sock, app, settings)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield LiveAsgiServer(server, thread)
-    finally:
-        server.shutdown()
-        thread.join(TIMEOUT)
-        assert not thread.is_alive(), "the asyncio driver did not stop accepting"
-        assert server.drain(TIMEOUT), "connections were still busy after the drain"
+    with serving(AsgiServer(sock, app, settings)) as live:
+        yield live
 
 
 class ScopeRecorder:
