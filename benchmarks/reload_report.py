@@ -185,7 +185,7 @@ def summarise(raw: dict[str, Any], project: str) -> dict[str, Any]:
     targets = [
         target(
             f"{title}: .py save -> new code: median ours <= "
-            f"{PY_EDIT_MAX[project]}x Django",
+            f"{PY_EDIT_MAX[project]}x Django (floor {times(py['ratio_floor'])})",
             py["ratio_median"],
             PY_EDIT_MAX[project],
         ),
