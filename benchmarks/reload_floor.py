@@ -14,7 +14,8 @@ Run by reload.py as a subprocess, in the project's directory and with the
 project's ``DJANGO_SETTINGS_MODULE``:
 
 - ``python reload_floor.py list FILE`` starts as a worker does and writes
-  the names of the modules it loaded from outside the project, in order;
+  the names of the modules it loaded from outside the project, in order
+  (``preload.preloadable``, as the supervisor chooses them);
 - ``python reload_floor.py measure FILE`` imports those, best effort, as the
   warm process does (a failed import is undone), then forgets the settings
   and prints ``{"seconds": ..., "preloaded": ...}`` for the rest.
@@ -29,14 +30,14 @@ import sys
 import time
 from pathlib import Path
 
-
-def file_of(module: object, project: str) -> str:
-    """Where ``module`` was loaded from: "project", "outside", or "" (no file)."""
-    path = getattr(module, "__file__", None)
-    if not path:
-        return ""
-    inside = os.path.abspath(path).startswith(project + os.sep)
-    return "project" if inside else "outside"
+from runserver_plus import _compat
+from runserver_plus.reloader import procstate
+from runserver_plus.reloader.preload import (
+    is_project_path,
+    module_paths,
+    preloadable,
+    system_prefixes,
+)
 
 
 def start() -> None:
@@ -59,7 +60,8 @@ def start() -> None:
 
 def preload(names: list[str], project: str) -> int:
     """Import ``names``, best effort, then forget the project's modules (the
-    settings, which libraries load at import) and Django's settings."""
+    settings, which libraries load at import) and Django's settings, as the
+    warm process does on its go."""
     for name in names:
         if name in sys.modules:
             continue
@@ -69,11 +71,10 @@ def preload(names: list[str], project: str) -> int:
         except Exception:  # needs the app registry, or fails anyway: undone
             for added in set(sys.modules) - before:
                 del sys.modules[added]
+    roots, system = [os.path.join(project, "")], system_prefixes()
     for name, module in list(sys.modules.items()):
-        if file_of(module, project) == "project":
+        if any(is_project_path(p, roots, system) for p in module_paths(module)):
             del sys.modules[name]
-    from runserver_plus import _compat
-
     _compat.reset_settings()
     return len(sys.modules)
 
@@ -83,12 +84,10 @@ def main(mode: str, listing: Path) -> None:
     sys.path[0] = project  # as manage.py's directory is, for a worker
     if mode == "list":
         start()
-        modules = list(sys.modules.items())
-        names = [n for n, m in modules if file_of(m, project) == "outside"]
-        listing.write_text(json.dumps(names))
+        settings_module = os.environ["DJANGO_SETTINGS_MODULE"]
+        names = preloadable(sys.modules, [project], settings_module=settings_module)
+        listing.write_text(json.dumps(names))  # what a supervisor would send
         return
-    from runserver_plus.reloader import procstate
-
     preloaded = preload(json.loads(listing.read_text()), project)
     procstate.freeze()  # as runserver_plus's worker starts
     started = time.perf_counter()
