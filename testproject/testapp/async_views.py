@@ -7,8 +7,9 @@ import json
 import time
 from collections.abc import AsyncIterator
 
-from django.conf import settings
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+
+from testapp.views import note_closed
 
 MAX_SLEEP = 10.0  # s
 MAX_EVENTS = 1000
@@ -53,9 +54,7 @@ async def events(request: HttpRequest) -> StreamingHttpResponse:
             finished = True
         finally:
             if not finished and stream_id:
-                settings.MEDIA_ROOT.mkdir(parents=True, exist_ok=True)
-                with open(settings.MEDIA_ROOT / CLOSED_LOG, "a") as log:
-                    log.write(f"{stream_id} {time.time()}\n")
+                note_closed(CLOSED_LOG, stream_id)
 
     response = StreamingHttpResponse(stream(), content_type="text/event-stream")
     response["Cache-Control"] = "no-cache"

@@ -168,13 +168,19 @@ def sync_events(request: HttpRequest) -> StreamingHttpResponse:
             finished = True
         finally:
             if not finished and stream_id:
-                settings.MEDIA_ROOT.mkdir(parents=True, exist_ok=True)
-                with open(settings.MEDIA_ROOT / SYNC_CLOSED_LOG, "a") as log:
-                    log.write(f"{stream_id} {time.time()}\n")
+                note_closed(SYNC_CLOSED_LOG, stream_id)
 
     response = StreamingHttpResponse(stream(), content_type="text/event-stream")
     response["Cache-Control"] = "no-cache"
     return response
+
+
+def note_closed(log_name: str, stream_id: str) -> None:
+    """Append to ``MEDIA_ROOT/log_name`` that the stream ``stream_id`` was
+    closed before its end: the tests read it to see a client's leaving."""
+    settings.MEDIA_ROOT.mkdir(parents=True, exist_ok=True)
+    with open(settings.MEDIA_ROOT / log_name, "a") as log:
+        log.write(f"{stream_id} {time.time()}\n")
 
 
 def boom(request: HttpRequest) -> HttpResponseBase:
