@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import resource
@@ -24,6 +25,7 @@ from tests.e2e.harness import (
     tgkill,
     thread_ids,
 )
+from tests.helpers import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -384,9 +386,32 @@ def test_out_of_file_descriptors_waits_instead_of_failing(
     start_server: StartServer, options: tuple[str, ...]
 ) -> None:
     server = start_server(*NORELOAD, *options)
+    fd_dir = f"/proc/{server.pid}/fd"
+
+    def descriptors() -> dict[int, str]:
+        held = {}
+        for name in os.listdir(fd_dir):
+            with contextlib.suppress(FileNotFoundError):  # closed meanwhile
+                held[int(name)] = os.readlink(f"{fd_dir}/{name}")
+        return held
+
+    # Serving once its loop has its selector; then, what it holds at rest.
+    wait_until(
+        lambda: "anon_inode:[eventpoll]" in descriptors().values(),
+        10,
+        "the server never started its loop",
+    )
+    at_rest = descriptors()
     assert server.get("/hello/").status == 200
+    # Until that connection's close is over, the server holds more: the
+    # socket and, for a lingering close, a selector and a wake pair.
+    wait_until(
+        lambda: descriptors() == at_rest,
+        10,
+        "the server did not go back to the descriptors it held before a request",
+    )
+    in_use = set(at_rest)
     # Leave the server two free descriptor numbers: two more connections.
-    in_use = {int(name) for name in os.listdir(f"/proc/{server.pid}/fd")}
     free = [number for number in range(max(in_use) + 3) if number not in in_use]
     hard = resource.prlimit(server.pid, resource.RLIMIT_NOFILE)[1]
     resource.prlimit(server.pid, resource.RLIMIT_NOFILE, (free[1] + 1, hard))
