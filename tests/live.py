@@ -68,7 +68,8 @@ def serve_app(app: WSGIApp, **config: Any) -> Iterator[LiveServer]:
 
         from tests.live_asgi import serve_asgi
 
-        with serve_asgi(_http_only(WsgiToAsgi(app)), **config) as live:
+        asgi_app = WsgiToAsgi(app)  # type: ignore[no-untyped-call]  # asgiref: untyped
+        with serve_asgi(_http_only(asgi_app), **config) as live:
             yield live  # type: ignore[misc]
         return
     settings = ServerConfig(addr="127.0.0.1", port=0, **config)

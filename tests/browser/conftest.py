@@ -64,7 +64,7 @@ def launch_chromium() -> Iterator[Callable[[dict[str, str] | None], Browser]]:
                 args=CHROMIUM_ARGS,
                 headless=True,
                 timeout=LAUNCH_TIMEOUT,
-                env=env,
+                env=None if env is None else {**env},
             )
             launched.append(chromium)
             return chromium

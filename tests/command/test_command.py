@@ -322,7 +322,8 @@ def test_warning_when_listed_below_an_app_with_a_runserver_command():
 def test_the_check_is_registered():
     from django.core.checks import registry
 
-    assert checks.check_command_order in registry.registry.get_checks()
+    registered: list[object] = list(registry.registry.get_checks())
+    assert checks.check_command_order in registered
 
 
 def test_importing_the_command_module_reads_no_settings(tmp_path):
@@ -353,7 +354,7 @@ def query_layers(handler: object) -> list[object]:
     """The ``--print-sql`` layers in a handler chain."""
     from runserver_plus.queries import QueryLogApp
 
-    found = []
+    found: list[object] = []
     while handler is not None:
         if isinstance(handler, QueryLogApp):
             found.append(handler)

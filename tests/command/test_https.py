@@ -160,9 +160,10 @@ def trust(*args: str) -> str:
 
     from runserver_plus.management.commands.runserver import StaticfilesCommand
 
-    command = StaticfilesCommand(stdout=io.StringIO(), stderr=io.StringIO())
+    out = io.StringIO()
+    command = StaticfilesCommand(stdout=out, stderr=io.StringIO())
     call_command(command, "--trust", *args)
-    return command.stdout._out.getvalue()  # type: ignore[attr-defined]
+    return out.getvalue()
 
 
 def test_trust_prints_the_authority_and_the_steps(ca_dir):

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
+from websockets.typing import Origin
 
 from runserver_plus.livereload.middleware import EVENTS_PATH, SCRIPT_TAG
 from tests.e2e.harness import BANNER_RE, StartServer
@@ -113,7 +114,7 @@ def test_a_client_that_leaves_closes_the_stream_within_a_second(
         read_until(sock, b"event: tick")
     left = time.time()
     text = wait_until(
-        lambda: closed_log.exists() and closed_log.read_text(),
+        lambda: closed_log.read_text() if closed_log.exists() else "",
         5.0,
         "the event stream's generator was never closed",
     )
@@ -208,7 +209,7 @@ def test_the_channels_echo_consumer_answers_text_and_binary(
     pytest.importorskip("channels")
     server = start_server(ADDRPORT, env=ASGI_ENV)
     origin = server.base_url.rstrip("/")
-    with connect(ws_url(server.port), origin=origin, open_timeout=10) as ws:  # type: ignore[arg-type]
+    with connect(ws_url(server.port), origin=Origin(origin), open_timeout=10) as ws:
         ws.send("hello")
         assert ws.recv(10) == "hello"
         ws.send(b"\x00\x01")
@@ -221,7 +222,9 @@ def test_the_origin_check_is_the_applications(start_server: StartServer) -> None
     pytest.importorskip("channels")
     server = start_server(ADDRPORT, env=ASGI_ENV)
     with pytest.raises(InvalidStatus) as refused:
-        connect(ws_url(server.port), origin="http://evil.example", open_timeout=10)  # type: ignore[arg-type]
+        connect(
+            ws_url(server.port), origin=Origin("http://evil.example"), open_timeout=10
+        )
     assert refused.value.response.status_code == 403
     server.wait_for_stderr(r'"WSREJECT /ws/echo/" 403')
 
@@ -244,7 +247,7 @@ def test_a_reload_closes_open_websockets_with_1012_and_they_reconnect(
     server = start_server(ADDRPORT, env=ASGI_ENV)
     origin = server.base_url.rstrip("/")
     before = server.get("/pid/").json()["boot_id"]
-    with connect(ws_url(server.port), origin=origin, open_timeout=10) as ws:  # type: ignore[arg-type]
+    with connect(ws_url(server.port), origin=Origin(origin), open_timeout=10) as ws:
         ws.send("before")
         assert ws.recv(10) == "before"
         views = project_dir / "testapp" / "views.py"
@@ -254,7 +257,7 @@ def test_a_reload_closes_open_websockets_with_1012_and_they_reconnect(
     assert closed.value.rcvd is not None
     assert closed.value.rcvd.code == 1012
     # The client reconnects at once: into the backlog, answered by the new worker.
-    with connect(ws_url(server.port), origin=origin, open_timeout=15) as ws:  # type: ignore[arg-type]
+    with connect(ws_url(server.port), origin=Origin(origin), open_timeout=15) as ws:
         ws.send("after")
         assert ws.recv(10) == "after"
     assert server.get("/pid/").json()["boot_id"] != before

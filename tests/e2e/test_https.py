@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from websockets.sync.client import connect
+from websockets.typing import Origin
 
 from tests.certs import user_pair
 from tests.e2e.harness import StartServer, server_env
@@ -189,8 +190,8 @@ def test_wss_echoes_through_the_channels_consumer_beside_a_stalled_handshake(
         with connect(
             url,
             ssl=server.https_context(),
-            origin=origin,
-            open_timeout=10,  # type: ignore[arg-type]
+            origin=Origin(origin),
+            open_timeout=10,
         ) as ws:
             ws.send("over tls")
             assert ws.recv(10) == "over tls"

@@ -17,11 +17,11 @@ from typing import Any, Protocol
 import pytest
 
 from runserver_plus.reloader.errorpage import LONG_POLL, STATUS_PATH
+from runserver_plus.reloader.warm import PROCESS_NAME as WARM_PROCESS_NAME
 from runserver_plus.reloader.watcher import Watcher
 from tests.e2e.harness import (
     BANNER_RE,
     GATE_CODE,
-    WARM_PROCESS_NAME,
     Response,
     RunningServer,
     StartServer,

@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from typing import cast
 
 import pytest
 from django.core.handlers.asgi import ASGIHandler
@@ -34,7 +35,7 @@ def project_application() -> ASGIApp:
     """What a Channels project's ``ASGI_APPLICATION`` is: a router around the
     ``ASGIHandler`` that ``get_asgi_application()`` made, built before the
     server installs anything."""
-    django_application = ASGIHandler()
+    django_application = cast("ASGIApp", ASGIHandler())
 
     async def router(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

@@ -135,7 +135,8 @@ def test_a_client_that_stops_reading_is_dropped_after_the_send_timeout(
     def app(environ: WSGIEnviron, start_response) -> Iterable[bytes]:
         start_response("200 OK", [("Content-Type", "application/octet-stream")])
         if environ["PATH_INFO"] == "/file":
-            return environ["wsgi.file_wrapper"](big.open("rb"))
+            body: Iterable[bytes] = environ["wsgi.file_wrapper"](big.open("rb"))
+            return body
         return iter([CHUNK] * 256)
 
     with (

@@ -6,6 +6,7 @@ import logging
 import re
 import threading
 from collections.abc import Iterator
+from typing import cast
 
 import pytest
 from django.contrib.contenttypes.models import ContentType
@@ -30,6 +31,7 @@ from runserver_plus.queries import (
 )
 from runserver_plus.queries_asgi import QueryLogAsgi
 from runserver_plus.server import log as server_log
+from runserver_plus.server.asgi_scope import ASGIApp
 from tests.live import LiveServer, LogRecorder, serve_app
 from tests.live_asgi import LiveAsgiServer, serve_asgi
 
@@ -345,7 +347,7 @@ def test_the_alias_is_shown_with_more_than_one_database(log: LogRecorder) -> Non
 def served_asgi(**config: object) -> QueryLogAsgi:
     stream_sync_iterators()  # as the serving worker does in ASGI mode
     return QueryLogAsgi(
-        ASGIHandler(),
+        cast("ASGIApp", ASGIHandler()),
         ServerConfig(addr="127.0.0.1", port=0, asgi=True, **config),  # type: ignore[arg-type]
     )
 

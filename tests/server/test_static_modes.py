@@ -13,7 +13,7 @@ import pytest
 from runserver_plus.server.asgi_scope import Receive, Scope, Send
 from runserver_plus.static import StaticFilesApp
 from runserver_plus.static_asgi import AsgiStaticFiles
-from tests.live import RawClient, serve_app
+from tests.live import Live, RawClient, serve_app
 from tests.live_asgi import serve_asgi
 
 pytestmark = pytest.mark.usefixtures("collect_leaks")
@@ -40,12 +40,14 @@ async def asgi_app(scope: Scope, receive: Receive, send: Send) -> None:
 @pytest.fixture(params=["wsgi", "asgi"])
 def client(request: pytest.FixtureRequest) -> Iterator[RawClient]:
     """A connection to a server with static files in front of its app."""
-    if request.param == "wsgi":
-        served = serve_app(StaticFilesApp(wsgi_app, "/static/"))
-    else:
-        served = serve_asgi(AsgiStaticFiles(asgi_app, "/static/"))
     with contextlib.ExitStack() as stack:
-        live = stack.enter_context(served)
+        live: Live[Any]
+        if request.param == "wsgi":
+            live = stack.enter_context(serve_app(StaticFilesApp(wsgi_app, "/static/")))
+        else:
+            live = stack.enter_context(
+                serve_asgi(AsgiStaticFiles(asgi_app, "/static/"))
+            )
         yield stack.enter_context(live.connect())
 
 

@@ -201,7 +201,8 @@ def test_a_file_goes_out_whole_through_tls(tls, tmp_path):
 
     def app(environ: WSGIEnviron, start_response: Any) -> Iterable[bytes]:
         start_response("200 OK", [("Content-Length", str(len(data)))])
-        return environ["wsgi.file_wrapper"](path.open("rb"))
+        body: Iterable[bytes] = environ["wsgi.file_wrapper"](path.open("rb"))
+        return body
 
     with (
         serve_app(app, **https_config(tls)) as live,
@@ -216,7 +217,7 @@ def test_a_file_goes_out_whole_through_tls(tls, tmp_path):
 @pytest.mark.wsgi_only  # the WSGI static layer; test_tls_asgi.py has ASGI's
 @pytest.mark.django_db
 def test_static_files_over_tls_range_etag_and_304(tls):
-    app = StaticFilesApp(echo_app, "/static/")  # type: ignore[arg-type]
+    app = StaticFilesApp(echo_app, "/static/")
     hello = Path(__file__).parents[1] / "static_fixtures" / "files" / "hello.txt"
     content = hello.read_bytes()
     with (

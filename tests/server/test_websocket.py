@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from django.core.handlers.asgi import ASGIHandler
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
-from runserver_plus.server.asgi_scope import Receive, Scope, Send
+from runserver_plus.server.asgi_scope import ASGIApp, Receive, Scope, Send
 from tests.live_asgi import Events, LiveAsgiServer, serve_asgi
 
 pytestmark = pytest.mark.usefixtures("collect_leaks")
@@ -133,7 +133,8 @@ def test_closing_before_accepting_refuses_the_handshake_with_403(log) -> None:
 
 
 def test_plain_django_refuses_websockets_with_403_and_one_line(log) -> None:
-    with serve_asgi(ASGIHandler()) as live, pytest.raises(InvalidStatus) as refused:
+    django = cast("ASGIApp", ASGIHandler())
+    with serve_asgi(django) as live, pytest.raises(InvalidStatus) as refused:
         connect(url(live), open_timeout=TIMEOUT)
     assert refused.value.response.status_code == 403
     record = log.wait_message('"WSREJECT /ws/" 403')

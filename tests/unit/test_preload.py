@@ -26,7 +26,7 @@ def module(name: str, file: Path | None = None, path: list[str] | None = None):
     if file is not None:
         mod.__file__ = str(file)
     if path is not None:
-        mod.__path__ = path  # type: ignore[attr-defined]
+        mod.__path__ = path
     return mod
 
 
@@ -53,7 +53,7 @@ def test_preloadable_keeps_what_is_outside_the_project_in_import_order(
     }
 
     names = preloadable(
-        modules,  # type: ignore[arg-type]
+        modules,
         [str(project)],
         settings_module="mysite.settings",
         system=[
@@ -75,7 +75,7 @@ def test_preloadable_leaves_out_the_settings_module_wherever_it_lives(
     }
 
     names = preloadable(
-        modules,  # type: ignore[arg-type]
+        modules,
         [str(tmp_path / "project")],
         settings_module="conf.settings",
         system=[],
