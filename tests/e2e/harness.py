@@ -373,7 +373,9 @@ class RunningServer:
 
     def workers(self) -> list[int]:
         """The processes of the group other than the supervisor and a warm
-        process waiting to become the next worker."""
+        process waiting to become the next worker. A warm process that has
+        just started is listed until its first lines rename it (a few tens
+        of milliseconds)."""
         return [
             pid
             for pid in self.group_members()
