@@ -82,6 +82,19 @@ def process_name(pid: int) -> str:
         return ""
 
 
+def descriptors(pid: int) -> dict[int, str]:
+    """What each open descriptor of ``pid`` points to ({} once it is gone)."""
+    held: dict[int, str] = {}
+    try:
+        names = os.listdir(f"/proc/{pid}/fd")
+    except FileNotFoundError:
+        return held
+    for name in names:
+        with contextlib.suppress(OSError):  # closed meanwhile
+            held[int(name)] = os.readlink(f"/proc/{pid}/fd/{name}")
+    return held
+
+
 def group_members(pgid: int) -> list[int]:
     """Return the pids of live (non-zombie) processes in process group ``pgid``."""
     proc = Path("/proc")

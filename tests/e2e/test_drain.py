@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.harness import RunningServer, StartServer
+from tests.e2e.harness import RunningServer, StartServer, descriptors
 from tests.e2e.test_reload import save_versions_under_load
 from tests.helpers import wait_until
 from tests.live import RawClient, Response
@@ -94,18 +94,7 @@ def listener_inode(port: int) -> str:
 
 def accepts(pid: int, inode: str) -> bool:
     """Whether process ``pid`` still holds the listening socket."""
-    try:
-        fds = os.listdir(f"/proc/{pid}/fd")
-    except FileNotFoundError:
-        return False
-    target = f"socket:[{inode}]"
-    for fd in fds:
-        try:
-            if os.readlink(f"/proc/{pid}/fd/{fd}") == target:
-                return True
-        except OSError:
-            continue  # closed meanwhile
-    return False
+    return f"socket:[{inode}]" in descriptors(pid).values()
 
 
 def wait_stopped_accepting(pid: int, inode: str) -> None:

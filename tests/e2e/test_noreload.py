@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
 import re
 import resource
 import signal
@@ -21,6 +19,7 @@ from tests.e2e.harness import (
     RunningServer,
     StartServer,
     can_bind,
+    descriptors,
     free_port_refused,
     tgkill,
     thread_ids,
@@ -386,27 +385,18 @@ def test_out_of_file_descriptors_waits_instead_of_failing(
     start_server: StartServer, options: tuple[str, ...]
 ) -> None:
     server = start_server(*NORELOAD, *options)
-    fd_dir = f"/proc/{server.pid}/fd"
-
-    def descriptors() -> dict[int, str]:
-        held = {}
-        for name in os.listdir(fd_dir):
-            with contextlib.suppress(FileNotFoundError):  # closed meanwhile
-                held[int(name)] = os.readlink(f"{fd_dir}/{name}")
-        return held
-
     # Serving once its loop has its selector; then, what it holds at rest.
     wait_until(
-        lambda: "anon_inode:[eventpoll]" in descriptors().values(),
+        lambda: "anon_inode:[eventpoll]" in descriptors(server.pid).values(),
         10,
         "the server never started its loop",
     )
-    at_rest = descriptors()
+    at_rest = descriptors(server.pid)
     assert server.get("/hello/").status == 200
     # Until that connection's close is over, the server holds more: the
     # socket and, for a lingering close, a selector and a wake pair.
     wait_until(
-        lambda: descriptors() == at_rest,
+        lambda: descriptors(server.pid) == at_rest,
         10,
         "the server did not go back to the descriptors it held before a request",
     )
