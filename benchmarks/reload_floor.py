@@ -38,6 +38,7 @@ from runserver_plus.reloader.preload import (
     preloadable,
     system_prefixes,
 )
+from runserver_plus.reloader.warm import forget
 
 
 def start() -> None:
@@ -69,12 +70,15 @@ def preload(names: list[str], project: str) -> int:
         try:
             importlib.import_module(name)
         except Exception:  # needs the app registry, or fails anyway: undone
-            for added in set(sys.modules) - before:
-                del sys.modules[added]
+            forget(set(sys.modules) - before)
     roots, system = [os.path.join(project, "")], system_prefixes()
-    for name, module in list(sys.modules.items()):
-        if any(is_project_path(p, roots, system) for p in module_paths(module)):
-            del sys.modules[name]
+    forget(
+        {
+            name
+            for name, module in list(sys.modules.items())
+            if any(is_project_path(p, roots, system) for p in module_paths(module))
+        }
+    )
     _compat.reset_settings()
     return len(sys.modules)
 

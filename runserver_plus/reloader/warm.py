@@ -111,7 +111,7 @@ def main() -> None:
         os._exit(0)
     channel.send({"event": "went", "preloaded": preloader.loaded})
     control.hand_over(channel)
-    _forget(preloader.settings_modules)
+    forget(preloader.settings_modules)
     if preloader.settings_modules:
         _compat.reset_settings()
     procstate.rename(name)
@@ -201,7 +201,7 @@ class Preloader:
 
             settings.INSTALLED_APPS  # noqa: B018 - loads the settings module
         except Exception:  # noqa: BLE001 - the worker shows the error
-            _forget(set(sys.modules) - before)
+            forget(set(sys.modules) - before)
             return set(), ""
         added = set(sys.modules) - before
         self.loaded += len(added)
@@ -220,7 +220,7 @@ class Preloader:
         except (Exception, SystemExit):  # noqa: BLE001 - any failure: skip it
             # Needs settings or the app registry, or is broken: the worker
             # imports it in its own time. Undo the half import.
-            _forget(set(sys.modules) - before)
+            forget(set(sys.modules) - before)
             return set(), ""
         added = set(sys.modules) - before
         self.loaded += len(added)
@@ -287,7 +287,9 @@ def _from_target(tb: TracebackType | None) -> TracebackType | None:
     return tb
 
 
-def _forget(names: set[str]) -> None:
+def forget(names: set[str]) -> None:
+    """Remove the modules ``names`` from ``sys.modules`` and from their parent
+    packages, so that the next import executes them afresh."""
     for name in names:
         sys.modules.pop(name, None)
         parent, _, child = name.rpartition(".")
